@@ -1,0 +1,815 @@
+//! `pack.toml`: the contract between the trainer, calibration and the runtime.
+//!
+//! A manifest names every file of a pack with its sha256, and records how each encoder is fed
+//! (input names, shapes, dtypes, layout, preprocessing, tokeniser) and what it produces. Parsing
+//! is strict (unknown fields are errors) so that a typo is reported instead of ignored.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The manifest format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A whole `pack.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub name: String,
+    pub version: String,
+    #[serde(default)]
+    pub description: String,
+    /// Where the weights came from (package, version, hash), for reproducibility.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub provenance: Vec<Provenance>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_encoder: Option<ImageEncoder>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_encoder: Option<TextEncoder>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub heads: Vec<Head>,
+    /// The head `classify` uses when none is named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_head: Option<String>,
+}
+
+/// One source the pack was built from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    pub package: String,
+    pub version: String,
+    pub sha256: String,
+    #[serde(default)]
+    pub note: String,
+}
+
+/// A file inside the pack directory, with its checksum and size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackFile {
+    /// Path relative to the pack directory; may not leave it.
+    pub file: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// Numeric precision of a model variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    Fp32,
+    Fp16,
+    Int8,
+}
+
+impl Precision {
+    pub const ALL: [Precision; 3] = [Precision::Fp32, Precision::Fp16, Precision::Int8];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Precision::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("unknown precision '{s}' (expected fp32, fp16 or int8)"))
+    }
+}
+
+/// One precision variant of a model: the ONNX file, and for quantised variants, how it was made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    #[serde(flatten)]
+    pub onnx: PackFile,
+    /// Free text: calibration method and data for int8 variants.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+}
+
+/// Element type of a tensor at a model boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    F32,
+    F16,
+    I64,
+    I32,
+    U8,
+    I8,
+}
+
+impl DType {
+    /// Maps an ONNX `TensorProto.DataType` code.
+    pub fn from_onnx(code: i32) -> Option<DType> {
+        Some(match code {
+            1 => DType::F32,
+            2 => DType::U8,
+            3 => DType::I8,
+            6 => DType::I32,
+            7 => DType::I64,
+            10 => DType::F16,
+            _ => return None,
+        })
+    }
+
+    pub fn to_onnx(self) -> i32 {
+        match self {
+            DType::F32 => 1,
+            DType::U8 => 2,
+            DType::I8 => 3,
+            DType::I32 => 6,
+            DType::I64 => 7,
+            DType::F16 => 10,
+        }
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::I64 => "i64",
+            DType::I32 => "i32",
+            DType::U8 => "u8",
+            DType::I8 => "i8",
+        })
+    }
+}
+
+/// One dimension: fixed, or a named symbol such as `batch` or `sequence`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Dim {
+    Fixed(u64),
+    Named(String),
+}
+
+impl Dim {
+    pub fn fixed(v: u64) -> Dim {
+        Dim::Fixed(v)
+    }
+    pub fn named(s: &str) -> Dim {
+        Dim::Named(s.to_string())
+    }
+}
+
+impl fmt::Display for Dim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dim::Fixed(v) => write!(f, "{v}"),
+            Dim::Named(n) => f.write_str(n),
+        }
+    }
+}
+
+/// Name, dtype and shape of a model input or output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorSpec {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<Dim>,
+}
+
+impl TensorSpec {
+    pub fn new(name: &str, dtype: DType, shape: Vec<Dim>) -> Self {
+        Self {
+            name: name.to_string(),
+            dtype,
+            shape,
+        }
+    }
+
+    /// The shape as text, e.g. `[batch, 3, 224, 224]`.
+    pub fn shape_text(&self) -> String {
+        let dims: Vec<String> = self.shape.iter().map(|d| d.to_string()).collect();
+        format!("[{}]", dims.join(", "))
+    }
+}
+
+/// Memory layout of an image input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    Nchw,
+    Nhwc,
+}
+
+/// Channel order of an image input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColourOrder {
+    Rgb,
+    Bgr,
+}
+
+/// Resampling filter used to resize the crop to the input size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Interpolation {
+    Nearest,
+    Bilinear,
+    Bicubic,
+}
+
+/// How the region fed to the encoder is chosen from the photo.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Crop {
+    /// A centred square whose side is `fraction` of the shorter image side.
+    Center { fraction: f32 },
+    /// The whole image, stretched to the input size.
+    None,
+}
+
+/// Image preprocessing, applied as: orient (EXIF) -> crop -> resize -> scale -> normalise.
+///
+/// A pixel value `p` in 0..=255 becomes `(p * range / 255 - mean[c]) / std[c]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preprocess {
+    pub width: u32,
+    pub height: u32,
+    pub crop: Crop,
+    pub interpolation: Interpolation,
+    pub colour_order: ColourOrder,
+    /// 255.0 when mean/std are in pixel units, 1.0 when they are in 0..1 units.
+    pub range: f32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+/// An image encoder: photo in, embedding (and optionally logits) out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageEncoder {
+    pub variants: BTreeMap<Precision, Variant>,
+    pub input: TensorSpec,
+    pub layout: Layout,
+    pub preprocess: Preprocess,
+    pub outputs: Vec<TensorSpec>,
+    /// Which output holds the embedding.
+    pub embedding_output: String,
+    pub embedding_dim: usize,
+}
+
+/// Pooling of token states into a sentence embedding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    Mean,
+    Cls,
+}
+
+/// A text encoder: tokenised text in, sentence embedding out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextEncoder {
+    pub variants: BTreeMap<Precision, Variant>,
+    /// A Hugging Face `tokenizer.json`.
+    pub tokenizer: PackFile,
+    /// Tokens per text after truncation; overrides what the tokenizer file says.
+    pub max_length: usize,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    pub embedding_output: String,
+    pub embedding_dim: usize,
+    pub pooling: Pooling,
+    pub normalize: bool,
+    /// Pooling and normalisation are part of the ONNX graph (otherwise the runtime applies them).
+    pub pooled_in_graph: bool,
+    /// UAE-style retrieval prompt for queries; `{text}` marks where the text goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_prompt: Option<String>,
+    /// Prompt for documents (recipes); `{text}` marks where the text goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document_prompt: Option<String>,
+}
+
+/// What a head reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeadKind {
+    /// Image embedding -> classes.
+    Image,
+    /// Text embedding -> classes.
+    Text,
+    /// Concatenated image and text embeddings -> classes.
+    EarlyFusion,
+    /// Weighted sum of an image head's and a text head's log-probabilities.
+    LateFusion,
+}
+
+/// A classifier over an encoder's output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Head {
+    pub name: String,
+    pub kind: HeadKind,
+    /// The head is an output of the image encoder itself (e.g. ImageNet logits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_output: Option<String>,
+    /// Or the head is its own ONNX model over the embedding(s).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variants: BTreeMap<Precision, Variant>,
+    /// One label per line, in class-index order.
+    pub labels: PackFile,
+    pub classes: usize,
+    /// Softmax temperature from calibration (1.0 = none).
+    #[serde(default = "one")]
+    pub temperature: f32,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+/// A manifest problem: the field, what is wrong, and the fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub problem: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.problem)
+    }
+}
+
+impl Manifest {
+    /// Parses `pack.toml` text. Errors carry the line and the offending key.
+    pub fn from_toml(text: &str) -> Result<Manifest, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a manifest always serialises")
+    }
+
+    /// Every file the manifest names, with the field that names it.
+    pub fn files(&self) -> Vec<(String, &PackFile)> {
+        let mut out = Vec::new();
+        fn variants<'a>(
+            prefix: &str,
+            v: &'a BTreeMap<Precision, Variant>,
+            out: &mut Vec<(String, &'a PackFile)>,
+        ) {
+            for (p, var) in v {
+                out.push((format!("{prefix}.variants.{p}"), &var.onnx));
+            }
+        }
+        if let Some(e) = &self.image_encoder {
+            variants("image_encoder", &e.variants, &mut out);
+        }
+        if let Some(e) = &self.text_encoder {
+            variants("text_encoder", &e.variants, &mut out);
+            out.push(("text_encoder.tokenizer".into(), &e.tokenizer));
+        }
+        for (i, h) in self.heads.iter().enumerate() {
+            variants(&format!("heads[{i}]"), &h.variants, &mut out);
+            out.push((format!("heads[{i}].labels"), &h.labels));
+        }
+        out
+    }
+
+    pub fn head(&self, name: &str) -> Option<&Head> {
+        self.heads.iter().find(|h| h.name == name)
+    }
+
+    /// Checks everything that can be checked without touching files. Returns all problems.
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        let mut err = |field: &str, problem: String| {
+            errs.push(FieldError {
+                field: field.to_string(),
+                problem,
+            })
+        };
+        if self.format_version != FORMAT_VERSION {
+            err(
+                "format_version",
+                format!(
+                    "is {}, this dishcam reads {FORMAT_VERSION}; use a dishcam that matches the pack or re-export the pack",
+                    self.format_version
+                ),
+            );
+        }
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            err(
+                "name",
+                format!(
+                    "'{}' must be non-empty and use only letters, digits, '-', '_' and '.'",
+                    self.name
+                ),
+            );
+        }
+        for (field, f) in self.files() {
+            if let Err(p) = check_relative_path(&f.file) {
+                err(&format!("{field}.file"), p);
+            }
+            if f.sha256.len() != 64 || !f.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                err(
+                    &format!("{field}.sha256"),
+                    "must be 64 hex digits (the file's sha256)".into(),
+                );
+            }
+        }
+        if self.image_encoder.is_none() && self.text_encoder.is_none() {
+            err(
+                "image_encoder",
+                "a pack needs an image_encoder or a text_encoder section".into(),
+            );
+        }
+        if let Some(e) = &self.image_encoder {
+            if !e.variants.contains_key(&Precision::Fp32) {
+                err(
+                    "image_encoder.variants",
+                    "needs an fp32 variant (the reference for all others)".into(),
+                );
+            }
+            if !e.outputs.iter().any(|o| o.name == e.embedding_output) {
+                err(
+                    "image_encoder.embedding_output",
+                    format!(
+                        "'{}' is not one of image_encoder.outputs",
+                        e.embedding_output
+                    ),
+                );
+            }
+            let p = &e.preprocess;
+            if p.width == 0 || p.height == 0 || p.width > 4096 || p.height > 4096 {
+                err(
+                    "image_encoder.preprocess.width",
+                    format!("{}x{} must be within 1..=4096", p.width, p.height),
+                );
+            }
+            if let Crop::Center { fraction } = p.crop {
+                if !(fraction > 0.0 && fraction <= 1.0) {
+                    err(
+                        "image_encoder.preprocess.crop.fraction",
+                        format!("{fraction} must be in (0, 1]"),
+                    );
+                }
+            }
+            if p.std.iter().any(|s| !s.is_finite() || *s == 0.0)
+                || p.mean.iter().any(|m| !m.is_finite())
+            {
+                err(
+                    "image_encoder.preprocess.std",
+                    "mean must be finite and std finite and non-zero".into(),
+                );
+            }
+            if !(p.range == 1.0 || p.range == 255.0) {
+                err(
+                    "image_encoder.preprocess.range",
+                    format!("{} must be 1.0 or 255.0", p.range),
+                );
+            }
+            let expect_rank4 = e.input.shape.len() == 4;
+            if !expect_rank4 || e.input.dtype != DType::F32 {
+                err(
+                    "image_encoder.input",
+                    format!(
+                        "must be a rank-4 f32 tensor, is {} {}",
+                        e.input.dtype,
+                        e.input.shape_text()
+                    ),
+                );
+            } else {
+                let (h, w) = match e.layout {
+                    Layout::Nchw => (&e.input.shape[2], &e.input.shape[3]),
+                    Layout::Nhwc => (&e.input.shape[1], &e.input.shape[2]),
+                };
+                if *h != Dim::Fixed(p.height as u64) || *w != Dim::Fixed(p.width as u64) {
+                    err(
+                        "image_encoder.input.shape",
+                        format!(
+                            "{} does not match preprocess {}x{} (width x height)",
+                            e.input.shape_text(),
+                            p.width,
+                            p.height
+                        ),
+                    );
+                }
+            }
+        }
+        if let Some(t) = &self.text_encoder {
+            if !t.variants.contains_key(&Precision::Fp32) {
+                err(
+                    "text_encoder.variants",
+                    "needs an fp32 variant (the reference for all others)".into(),
+                );
+            }
+            if t.max_length == 0 || t.max_length > 8192 {
+                err(
+                    "text_encoder.max_length",
+                    format!("{} must be within 1..=8192", t.max_length),
+                );
+            }
+            if !t.outputs.iter().any(|o| o.name == t.embedding_output) {
+                err(
+                    "text_encoder.embedding_output",
+                    format!(
+                        "'{}' is not one of text_encoder.outputs",
+                        t.embedding_output
+                    ),
+                );
+            }
+            for known in ["input_ids", "attention_mask"] {
+                if !t.inputs.iter().any(|i| i.name == known) {
+                    err(
+                        "text_encoder.inputs",
+                        format!("needs an input named '{known}'"),
+                    );
+                }
+            }
+            for i in &t.inputs {
+                if !["input_ids", "attention_mask", "token_type_ids"].contains(&i.name.as_str()) {
+                    err(
+                        "text_encoder.inputs",
+                        format!(
+                            "'{}' is not one of input_ids, attention_mask, token_type_ids",
+                            i.name
+                        ),
+                    );
+                }
+            }
+            for (field, prompt) in [
+                ("query_prompt", &t.query_prompt),
+                ("document_prompt", &t.document_prompt),
+            ] {
+                if let Some(p) = prompt {
+                    if !p.contains("{text}") {
+                        err(
+                            &format!("text_encoder.{field}"),
+                            format!("'{p}' must contain {{text}} where the text goes"),
+                        );
+                    }
+                }
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, h) in self.heads.iter().enumerate() {
+            let field = format!("heads[{i}]");
+            if !names.insert(h.name.as_str()) {
+                err(
+                    &format!("{field}.name"),
+                    format!("'{}' is used by two heads", h.name),
+                );
+            }
+            match (&h.encoder_output, h.variants.is_empty()) {
+                (Some(_), false) | (None, true) => err(
+                    &field,
+                    "needs exactly one of encoder_output or variants".into(),
+                ),
+                (Some(out), true) => {
+                    let ok = h.kind == HeadKind::Image
+                        && self
+                            .image_encoder
+                            .as_ref()
+                            .is_some_and(|e| e.outputs.iter().any(|o| &o.name == out));
+                    if !ok {
+                        err(&format!("{field}.encoder_output"), format!("'{out}' is not an image_encoder output (only image heads can be encoder outputs)"));
+                    }
+                }
+                (None, false) => {
+                    if !h.variants.contains_key(&Precision::Fp32) {
+                        err(&format!("{field}.variants"), "needs an fp32 variant".into());
+                    }
+                }
+            }
+            let needs_image = matches!(
+                h.kind,
+                HeadKind::Image | HeadKind::EarlyFusion | HeadKind::LateFusion
+            );
+            let needs_text = matches!(
+                h.kind,
+                HeadKind::Text | HeadKind::EarlyFusion | HeadKind::LateFusion
+            );
+            if needs_image && self.image_encoder.is_none() {
+                err(
+                    &format!("{field}.kind"),
+                    "needs an image_encoder in the pack".into(),
+                );
+            }
+            if needs_text && self.text_encoder.is_none() {
+                err(
+                    &format!("{field}.kind"),
+                    "needs a text_encoder in the pack".into(),
+                );
+            }
+            if h.classes == 0 {
+                err(&format!("{field}.classes"), "must be at least 1".into());
+            }
+            if !(h.temperature.is_finite() && h.temperature > 0.0) {
+                err(
+                    &format!("{field}.temperature"),
+                    format!("{} must be finite and > 0", h.temperature),
+                );
+            }
+        }
+        if let Some(d) = &self.default_head {
+            if self.head(d).is_none() {
+                err(
+                    "default_head",
+                    format!("'{d}' is not the name of a head in [[heads]]"),
+                );
+            }
+        }
+        errs
+    }
+}
+
+/// A pack-relative path must stay inside the pack: no absolute paths, no `..`, no empty parts.
+pub fn check_relative_path(p: &str) -> Result<(), String> {
+    use std::path::Component;
+    if p.is_empty() {
+        return Err("is empty; name a file inside the pack directory".into());
+    }
+    let path = std::path::Path::new(p);
+    for c in path.components() {
+        match c {
+            Component::Normal(_) | Component::CurDir => {}
+            _ => {
+                return Err(format!(
+                    "'{p}' leaves the pack directory; packs may only name files inside their own directory"
+                ))
+            }
+        }
+    }
+    if p.contains('\\') {
+        return Err(format!("'{p}' uses '\\'; use '/' as the separator"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Manifest {
+        let file = |f: &str| PackFile {
+            file: f.into(),
+            sha256: "a".repeat(64),
+            bytes: 1,
+        };
+        let variant = |f: &str| {
+            BTreeMap::from([(
+                Precision::Fp32,
+                Variant {
+                    onnx: file(f),
+                    note: String::new(),
+                },
+            )])
+        };
+        Manifest {
+            format_version: FORMAT_VERSION,
+            name: "t".into(),
+            version: "1".into(),
+            description: String::new(),
+            provenance: vec![],
+            image_encoder: Some(ImageEncoder {
+                variants: variant("img.onnx"),
+                input: TensorSpec::new(
+                    "pixels",
+                    DType::F32,
+                    vec![
+                        Dim::named("batch"),
+                        Dim::Fixed(3),
+                        Dim::Fixed(224),
+                        Dim::Fixed(224),
+                    ],
+                ),
+                layout: Layout::Nchw,
+                preprocess: Preprocess {
+                    width: 224,
+                    height: 224,
+                    crop: Crop::Center { fraction: 0.875 },
+                    interpolation: Interpolation::Bilinear,
+                    colour_order: ColourOrder::Rgb,
+                    range: 255.0,
+                    mean: [127.0; 3],
+                    std: [128.0; 3],
+                },
+                outputs: vec![
+                    TensorSpec::new(
+                        "embedding",
+                        DType::F32,
+                        vec![Dim::named("batch"), Dim::Fixed(8)],
+                    ),
+                    TensorSpec::new(
+                        "logits",
+                        DType::F32,
+                        vec![Dim::named("batch"), Dim::Fixed(2)],
+                    ),
+                ],
+                embedding_output: "embedding".into(),
+                embedding_dim: 8,
+            }),
+            text_encoder: None,
+            heads: vec![Head {
+                name: "imagenet".into(),
+                kind: HeadKind::Image,
+                encoder_output: Some("logits".into()),
+                variants: BTreeMap::new(),
+                labels: file("labels.txt"),
+                classes: 2,
+                temperature: 1.0,
+            }],
+            default_head: Some("imagenet".into()),
+        }
+    }
+
+    #[test]
+    fn sample_is_valid_and_round_trips_through_toml() {
+        let m = sample();
+        assert_eq!(m.validate(), vec![]);
+        let text = m.to_toml();
+        assert_eq!(Manifest::from_toml(&text).unwrap(), m);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_with_their_name() {
+        let text = sample()
+            .to_toml()
+            .replace("embedding_dim = 8", "embedding_dim = 8\nembeding_dims = 9");
+        let e = Manifest::from_toml(&text).unwrap_err().to_string();
+        assert!(e.contains("embeding_dims"), "{e}");
+    }
+
+    #[test]
+    fn paths_that_escape_the_pack_are_refused() {
+        for bad in ["../x.onnx", "/etc/passwd", "a/../../b", "", "a\\b"] {
+            assert!(check_relative_path(bad).is_err(), "{bad}");
+        }
+        for good in ["x.onnx", "sub/x.onnx", "./x.onnx"] {
+            assert!(check_relative_path(good).is_ok(), "{good}");
+        }
+        let mut m = sample();
+        m.heads[0].labels.file = "../../labels.txt".into();
+        let errs = m.validate();
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].field, "heads[0].labels.file");
+    }
+
+    #[test]
+    fn validation_names_each_broken_field() {
+        let mut m = sample();
+        m.format_version = 9;
+        m.default_head = Some("nope".into());
+        let e = m.image_encoder.as_mut().unwrap();
+        e.embedding_output = "missing".into();
+        e.preprocess.std = [1.0, 0.0, 1.0];
+        e.variants.clear();
+        m.heads[0].encoder_output = Some("nothing".into());
+        m.heads[0].labels.sha256 = "xyz".into();
+        let fields: Vec<String> = m.validate().into_iter().map(|e| e.field).collect();
+        for f in [
+            "format_version",
+            "default_head",
+            "image_encoder.embedding_output",
+            "image_encoder.preprocess.std",
+            "image_encoder.variants",
+            "heads[0].encoder_output",
+            "heads[0].labels.sha256",
+        ] {
+            assert!(fields.iter().any(|x| x == f), "{f} not in {fields:?}");
+        }
+    }
+
+    #[test]
+    fn input_shape_must_match_preprocess_size() {
+        let mut m = sample();
+        m.image_encoder.as_mut().unwrap().preprocess.width = 240;
+        let errs = m.validate();
+        assert!(
+            errs.iter().any(|e| e.field == "image_encoder.input.shape"),
+            "{errs:?}"
+        );
+    }
+}

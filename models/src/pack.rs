@@ -1,0 +1,566 @@
+//! Packs on disk: where they live, opening one by name or path, the user overlay, verification.
+//!
+//! Layout under `$DISHCAM_HOME` (default: the platform data dir, e.g. `~/.local/share/dishcam`):
+//! ```text
+//! packs/<name>/pack.toml ...         immutable base packs, rebuilt bit for bit by `models pull`
+//! overlays/<name>-<hash16>/          what the user made for that exact base pack (taught heads,
+//!     overlay.toml ...               own calibrations, recipe index); `pull` never touches it
+//! cache/                             downloads; may be wiped without losing anything
+//! ```
+//! Lookups of a file go to the overlay first, then to the base pack.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::manifest::{Head, Manifest, PackFile, Precision, TensorSpec, Variant};
+use crate::onnx;
+
+/// The manifest file name inside a pack directory.
+pub const MANIFEST: &str = "pack.toml";
+/// The overlay manifest file name inside an overlay directory.
+pub const OVERLAY_MANIFEST: &str = "overlay.toml";
+
+/// Errors opening or verifying a pack. Each names the file and what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PackError {
+    #[error("pack '{name}' is not installed in {home} (installed: {installed}); run `dishcam models pull {name}` or pass a pack directory")]
+    NotFound {
+        name: String,
+        home: String,
+        installed: String,
+    },
+    #[error("{path}: cannot read ({source})")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Manifest { path: String, message: String },
+    #[error("{path}: {problems}")]
+    Invalid { path: String, problems: String },
+    #[error("cannot find a home directory for dishcam; set DISHCAM_HOME")]
+    NoHome,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PackError + '_ {
+    move |source| PackError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The dishcam data directory.
+#[derive(Debug, Clone)]
+pub struct Home {
+    pub root: PathBuf,
+}
+
+impl Home {
+    /// `$DISHCAM_HOME`, or the platform data dir + `dishcam`.
+    pub fn from_env() -> Result<Home, PackError> {
+        if let Some(p) = std::env::var_os("DISHCAM_HOME").filter(|p| !p.is_empty()) {
+            return Ok(Home {
+                root: PathBuf::from(p),
+            });
+        }
+        dirs::data_dir()
+            .map(|d| Home {
+                root: d.join("dishcam"),
+            })
+            .ok_or(PackError::NoHome)
+    }
+
+    pub fn at(root: impl Into<PathBuf>) -> Home {
+        Home { root: root.into() }
+    }
+
+    pub fn packs(&self) -> PathBuf {
+        self.root.join("packs")
+    }
+    pub fn overlays(&self) -> PathBuf {
+        self.root.join("overlays")
+    }
+    pub fn cache(&self) -> PathBuf {
+        self.root.join("cache")
+    }
+
+    /// Names of the installed base packs.
+    pub fn installed(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.packs())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().join(MANIFEST).is_file())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+/// What a user added on top of one base pack.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverlayManifest {
+    /// Heads added or replacing base heads of the same name; files live in the overlay dir.
+    #[serde(default)]
+    pub heads: Vec<Head>,
+    /// Extra precision variants of the image encoder (e.g. int8 calibrated on the user's frames).
+    #[serde(default)]
+    pub image_encoder_variants: BTreeMap<Precision, Variant>,
+    #[serde(default)]
+    pub text_encoder_variants: BTreeMap<Precision, Variant>,
+    #[serde(default)]
+    pub default_head: Option<String>,
+}
+
+/// An opened pack: the base manifest merged with its overlay.
+#[derive(Debug, Clone)]
+pub struct Pack {
+    /// The base pack directory.
+    pub dir: PathBuf,
+    /// The overlay directory for this base pack (may not exist yet).
+    pub overlay_dir: PathBuf,
+    /// Base manifest with the overlay applied.
+    pub manifest: Manifest,
+    /// sha256 of the base `pack.toml`, which pins every base file through its hashes.
+    pub manifest_sha256: String,
+    overlay_files: HashSet<String>,
+}
+
+impl Pack {
+    /// Opens `spec`: a pack directory, a `pack.toml` path, or the name of an installed pack.
+    pub fn open(spec: &str, home: &Home) -> Result<Pack, PackError> {
+        let p = Path::new(spec);
+        let dir = if p.is_dir() && p.join(MANIFEST).is_file() {
+            p.to_path_buf()
+        } else if p.is_file() && p.file_name().is_some_and(|n| n == MANIFEST) {
+            p.parent().unwrap_or(Path::new(".")).to_path_buf()
+        } else if p.is_dir() {
+            return Err(PackError::Manifest {
+                path: p.join(MANIFEST).display().to_string(),
+                message: "missing: this directory is not a pack".into(),
+            });
+        } else {
+            let dir = home.packs().join(spec);
+            if spec.contains('/') || !dir.join(MANIFEST).is_file() {
+                let installed = home.installed();
+                return Err(PackError::NotFound {
+                    name: spec.to_string(),
+                    home: home.packs().display().to_string(),
+                    installed: if installed.is_empty() {
+                        "none".into()
+                    } else {
+                        installed.join(", ")
+                    },
+                });
+            }
+            dir
+        };
+        Self::open_dir(&dir, home)
+    }
+
+    /// Opens the pack in `dir`, applying its overlay from `home`.
+    pub fn open_dir(dir: &Path, home: &Home) -> Result<Pack, PackError> {
+        let mpath = dir.join(MANIFEST);
+        let text = fs::read(&mpath).map_err(io_err(&mpath))?;
+        let manifest_sha256 = hex::encode(Sha256::digest(&text));
+        let text = String::from_utf8(text).map_err(|_| PackError::Manifest {
+            path: mpath.display().to_string(),
+            message: "is not UTF-8 text".into(),
+        })?;
+        let mut manifest = Manifest::from_toml(&text).map_err(|e| PackError::Manifest {
+            path: mpath.display().to_string(),
+            message: format!(
+                "{}; fix the field or re-create the pack",
+                e.message().trim()
+            ) + &line_hint(&text, e.span()),
+        })?;
+        let problems = manifest.validate();
+        if !problems.is_empty() {
+            return Err(PackError::Invalid {
+                path: mpath.display().to_string(),
+                problems: join_problems(&problems),
+            });
+        }
+        let overlay_dir =
+            home.overlays()
+                .join(format!("{}-{}", manifest.name, &manifest_sha256[..16]));
+        let mut overlay_files = HashSet::new();
+        let opath = overlay_dir.join(OVERLAY_MANIFEST);
+        if opath.is_file() {
+            let text = fs::read_to_string(&opath).map_err(io_err(&opath))?;
+            let overlay: OverlayManifest =
+                toml::from_str(&text).map_err(|e| PackError::Manifest {
+                    path: opath.display().to_string(),
+                    message: e.message().trim().to_string(),
+                })?;
+            apply_overlay(&mut manifest, overlay, &mut overlay_files);
+            let problems = manifest.validate();
+            if !problems.is_empty() {
+                return Err(PackError::Invalid {
+                    path: opath.display().to_string(),
+                    problems: join_problems(&problems),
+                });
+            }
+        }
+        Ok(Pack {
+            dir: dir.to_path_buf(),
+            overlay_dir,
+            manifest,
+            manifest_sha256,
+            overlay_files,
+        })
+    }
+
+    /// Where `file` lives: in the overlay if the overlay named it, else in the base pack.
+    pub fn path(&self, file: &PackFile) -> PathBuf {
+        if self.overlay_files.contains(&file.file) {
+            self.overlay_dir.join(&file.file)
+        } else {
+            self.dir.join(&file.file)
+        }
+    }
+
+    /// Reads `file`, checking size and sha256, and that it does not leave its directory through
+    /// a symlink. `field` names the manifest field in errors.
+    pub fn read_verified(&self, field: &str, file: &PackFile) -> Result<Vec<u8>, PackError> {
+        let path = self.checked_path(field, file)?;
+        let mut bytes = Vec::with_capacity(file.bytes as usize);
+        fs::File::open(&path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(io_err(&path))?;
+        self.check_contents(field, file, &path, &bytes)?;
+        Ok(bytes)
+    }
+
+    /// Checks `file`'s size and sha256 without keeping its bytes.
+    pub fn verify_file(&self, field: &str, file: &PackFile) -> Result<PathBuf, PackError> {
+        let path = self.checked_path(field, file)?;
+        let digest = sha256_file(&path).map_err(io_err(&path))?;
+        let len = fs::metadata(&path).map_err(io_err(&path))?.len();
+        if len != file.bytes || digest != file.sha256 {
+            return Err(self.mismatch(field, file, &path, len));
+        }
+        Ok(path)
+    }
+
+    fn check_contents(
+        &self,
+        field: &str,
+        file: &PackFile,
+        path: &Path,
+        bytes: &[u8],
+    ) -> Result<(), PackError> {
+        if bytes.len() as u64 != file.bytes || hex::encode(Sha256::digest(bytes)) != file.sha256 {
+            return Err(self.mismatch(field, file, path, bytes.len() as u64));
+        }
+        Ok(())
+    }
+
+    fn mismatch(&self, field: &str, file: &PackFile, path: &Path, len: u64) -> PackError {
+        let what = if len != file.bytes {
+            format!(
+                "is {len} bytes, the manifest says {} (file truncated or changed)",
+                file.bytes
+            )
+        } else {
+            "sha256 does not match the manifest (file changed or corrupt)".to_string()
+        };
+        PackError::Invalid {
+            path: path.display().to_string(),
+            problems: format!("{field}: {what}; {}", self.fix_hint()),
+        }
+    }
+
+    fn checked_path(&self, field: &str, file: &PackFile) -> Result<PathBuf, PackError> {
+        let path = self.path(file);
+        let root = if self.overlay_files.contains(&file.file) {
+            &self.overlay_dir
+        } else {
+            &self.dir
+        };
+        let (canon, root) = match (path.canonicalize(), root.canonicalize()) {
+            (Ok(c), Ok(r)) => (c, r),
+            _ => {
+                return Err(PackError::Invalid {
+                    path: path.display().to_string(),
+                    problems: format!("{field}: file is missing; {}", self.fix_hint()),
+                })
+            }
+        };
+        if !canon.starts_with(&root) {
+            return Err(PackError::Invalid {
+                path: path.display().to_string(),
+                problems: format!("{field}: resolves to {} outside the pack directory; packs may only use their own files", canon.display()),
+            });
+        }
+        Ok(path)
+    }
+
+    fn fix_hint(&self) -> String {
+        format!(
+            "run `dishcam models pull {}` to rebuild the pack",
+            self.manifest.name
+        )
+    }
+
+    /// Checks every file (existence, size, sha256), that each ONNX file's inputs and outputs
+    /// match the manifest, that label files have one line per class, and that the tokenizer is
+    /// JSON. Returns every problem found (empty when the pack is sound).
+    pub fn verify(&self, mut progress: impl FnMut(&str)) -> Vec<String> {
+        let mut problems = Vec::new();
+        let m = &self.manifest;
+        for (field, file) in m.files() {
+            progress(&file.file);
+            if let Err(e) = self.verify_file(&field, file) {
+                problems.push(e.to_string());
+            }
+        }
+        if !problems.is_empty() {
+            return problems;
+        }
+        let mut check_io = |field: &str,
+                            file: &PackFile,
+                            inputs: &[TensorSpec],
+                            outputs: &[TensorSpec]| {
+            let path = self.path(file);
+            match onnx::read_signature(&path) {
+                Err(e) => problems.push(e.to_string()),
+                Ok(sig) => {
+                    problems.extend(compare_specs(&path, field, "input", inputs, &sig.inputs));
+                    problems.extend(compare_specs(&path, field, "output", outputs, &sig.outputs));
+                }
+            }
+        };
+        if let Some(e) = &m.image_encoder {
+            for (p, v) in &e.variants {
+                check_io(
+                    &format!("image_encoder.variants.{p}"),
+                    &v.onnx,
+                    std::slice::from_ref(&e.input),
+                    &e.outputs,
+                );
+            }
+        }
+        if let Some(t) = &m.text_encoder {
+            for (p, v) in &t.variants {
+                check_io(
+                    &format!("text_encoder.variants.{p}"),
+                    &v.onnx,
+                    &t.inputs,
+                    &t.outputs,
+                );
+            }
+            let path = self.path(&t.tokenizer);
+            if let Err(e) = fs::read(&path).map_err(|e| e.to_string()).and_then(|b| {
+                serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string())
+            }) {
+                problems.push(format!(
+                    "{}: text_encoder.tokenizer is not a tokenizer.json ({e})",
+                    path.display()
+                ));
+            }
+        }
+        for (i, h) in m.heads.iter().enumerate() {
+            let path = self.path(&h.labels);
+            match fs::read_to_string(&path) {
+                Ok(text) => {
+                    let n = text.lines().count();
+                    if n != h.classes {
+                        problems.push(format!(
+                            "{}: heads[{i}].labels has {n} lines but the head has {} classes",
+                            path.display(),
+                            h.classes
+                        ));
+                    }
+                }
+                Err(e) => problems.push(format!("{}: heads[{i}].labels: {e}", path.display())),
+            }
+        }
+        problems
+    }
+}
+
+/// Compares the manifest's tensor specs with the ONNX file's, by name.
+fn compare_specs(
+    path: &Path,
+    field: &str,
+    kind: &str,
+    want: &[TensorSpec],
+    got: &[TensorSpec],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for w in want {
+        match got.iter().find(|g| g.name == w.name) {
+            None => out.push(format!(
+                "{}: {field}: the model has no {kind} '{}' (it has: {})",
+                path.display(),
+                w.name,
+                got.iter()
+                    .map(|g| g.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Some(g) => {
+                let dims_ok = g.shape.len() == w.shape.len()
+                    && g.shape.iter().zip(&w.shape).all(|(a, b)| match (a, b) {
+                        (crate::manifest::Dim::Fixed(x), crate::manifest::Dim::Fixed(y)) => x == y,
+                        _ => true,
+                    });
+                if g.dtype != w.dtype || !dims_ok {
+                    out.push(format!(
+                        "{}: {field}: {kind} '{}' is {} {} in the model but {} {} in the manifest",
+                        path.display(),
+                        w.name,
+                        g.dtype,
+                        g.shape_text(),
+                        w.dtype,
+                        w.shape_text()
+                    ));
+                }
+            }
+        }
+    }
+    if kind == "input" {
+        for g in got {
+            if !want.iter().any(|w| w.name == g.name) {
+                out.push(format!(
+                    "{}: {field}: the model has an input '{}' the manifest does not describe",
+                    path.display(),
+                    g.name
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn apply_overlay(m: &mut Manifest, o: OverlayManifest, files: &mut HashSet<String>) {
+    for h in o.heads {
+        files.insert(h.labels.file.clone());
+        files.extend(h.variants.values().map(|v| v.onnx.file.clone()));
+        m.heads.retain(|b| b.name != h.name);
+        m.heads.push(h);
+    }
+    if let Some(e) = m.image_encoder.as_mut() {
+        for (p, v) in o.image_encoder_variants {
+            files.insert(v.onnx.file.clone());
+            e.variants.insert(p, v);
+        }
+    }
+    if let Some(t) = m.text_encoder.as_mut() {
+        for (p, v) in o.text_encoder_variants {
+            files.insert(v.onnx.file.clone());
+            t.variants.insert(p, v);
+        }
+    }
+    if o.default_head.is_some() {
+        m.default_head = o.default_head;
+    }
+}
+
+fn join_problems(p: &[crate::manifest::FieldError]) -> String {
+    p.iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn line_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(s) if s.start <= text.len() => {
+            let line = text[..s.start].matches('\n').count() + 1;
+            format!(" (line {line})")
+        }
+        _ => String::new(),
+    }
+}
+
+/// sha256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut f = fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Writes `bytes` to `dir/name` and returns its [`PackFile`] record.
+pub fn write_pack_file(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<PackFile> {
+    let path = dir.join(name);
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let mut f = fs::File::create(&path)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(PackFile {
+        file: name.to_string(),
+        sha256: hex::encode(Sha256::digest(bytes)),
+        bytes: bytes.len() as u64,
+    })
+}
+
+/// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync, rename, fsync
+/// of the directory. A crash leaves either the old file or the new one, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Replaces directory `dest` by the fully written directory `staged` (same filesystem): the old
+/// one is moved aside, the new one renamed in, then the old one removed. At every instant `dest`
+/// is either absent, the old pack or the new pack.
+pub fn install_dir(staged: &Path, dest: &Path) -> std::io::Result<()> {
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    sync_dir(staged);
+    let old = parent.join(format!(
+        ".old-{}-{}",
+        dest.file_name().and_then(|n| n.to_str()).unwrap_or("pack"),
+        std::process::id()
+    ));
+    let had_old = dest.exists();
+    if had_old {
+        fs::rename(dest, &old)?;
+    }
+    if let Err(e) = fs::rename(staged, dest) {
+        if had_old {
+            let _ = fs::rename(&old, dest);
+        }
+        return Err(e);
+    }
+    sync_dir(parent);
+    if had_old {
+        let _ = fs::remove_dir_all(&old);
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
