@@ -1,0 +1,313 @@
+//! Encoders built from a pack: the load path is manifest -> verified file -> backend session
+//! -> warm session; the run path reuses its buffers.
+
+use std::path::PathBuf;
+
+use dishcam_models::manifest::{Dim, PackFile, TensorSpec, Variant};
+use dishcam_models::{Pack, Precision};
+use image::RgbImage;
+
+use crate::backend::{Backend, ModelSpec, Session, SessionOptions};
+use crate::error::RuntimeError;
+use crate::preprocess::Preprocessor;
+use crate::tensor::TensorRef;
+use crate::tokenize::{Encoding, TextTokenizer};
+
+/// How encoders are loaded.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub precision: Precision,
+    pub session: SessionOptions,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            precision: Precision::Fp32,
+            session: SessionOptions::default(),
+        }
+    }
+}
+
+fn pick_variant<'a>(
+    pack: &Pack,
+    part: &'static str,
+    variants: &'a std::collections::BTreeMap<Precision, Variant>,
+    precision: Precision,
+) -> Result<&'a PackFile, RuntimeError> {
+    variants
+        .get(&precision)
+        .map(|v| &v.onnx)
+        .ok_or_else(|| RuntimeError::MissingVariant {
+            pack: pack.manifest.name.clone(),
+            part,
+            precision,
+            available: variants
+                .keys()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            hint: if precision == Precision::Int8 {
+                format!(
+                    "run `dishcam calibrate --pack {}` to make one",
+                    pack.manifest.name
+                )
+            } else {
+                "choose one of those with --precision".into()
+            },
+        })
+}
+
+/// Photo -> embedding (and any extra outputs, e.g. a head's logits computed by the encoder).
+pub struct ImageEncoder {
+    session: Box<dyn Session>,
+    preprocessor: Preprocessor,
+    input: Vec<f32>,
+    input_shape: Vec<usize>,
+    outputs: Vec<TensorSpec>,
+    model: PathBuf,
+}
+
+impl ImageEncoder {
+    /// Loads the pack's image encoder; `extra_outputs` names outputs wanted besides the embedding.
+    pub fn load(
+        pack: &Pack,
+        backend: &dyn Backend,
+        opts: &LoadOptions,
+        extra_outputs: &[&str],
+    ) -> Result<Self, RuntimeError> {
+        let enc = pack
+            .manifest
+            .image_encoder
+            .as_ref()
+            .ok_or_else(|| RuntimeError::NoEncoder {
+                pack: pack.manifest.name.clone(),
+                part: "image encoder",
+            })?;
+        let file = pick_variant(pack, "image encoder", &enc.variants, opts.precision)?;
+        let bytes =
+            pack.read_verified(&format!("image_encoder.variants.{}", opts.precision), file)?;
+        let mut outputs = vec![];
+        for name in
+            std::iter::once(enc.embedding_output.as_str()).chain(extra_outputs.iter().copied())
+        {
+            let spec = enc
+                .outputs
+                .iter()
+                .find(|o| o.name == name)
+                .cloned()
+                .ok_or_else(|| RuntimeError::UnknownHead {
+                    pack: pack.manifest.name.clone(),
+                    head: name.to_string(),
+                    available: enc
+                        .outputs
+                        .iter()
+                        .map(|o| o.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
+            outputs.push(spec);
+        }
+        let model = pack.path(file);
+        let session = backend.load(
+            &ModelSpec {
+                path: &model,
+                bytes: &bytes,
+                precision: opts.precision,
+                inputs: std::slice::from_ref(&enc.input),
+                outputs: &outputs,
+                fixed_dims: &[("batch", 1)],
+            },
+            &opts.session,
+        )?;
+        let preprocessor = Preprocessor::new(&enc.preprocess, enc.layout);
+        let input_shape = enc
+            .input
+            .shape
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(v) => *v as usize,
+                Dim::Named(_) => 1,
+            })
+            .collect();
+        Ok(Self {
+            session,
+            input: vec![0.0; preprocessor.output_len()],
+            preprocessor,
+            input_shape,
+            outputs,
+            model,
+        })
+    }
+
+    /// Preprocesses `img` into the encoder's input buffer.
+    pub fn preprocess(&mut self, img: &RgbImage) -> Result<(), RuntimeError> {
+        let (w, h) = img.dimensions();
+        self.preprocessor.run(img.as_raw(), w, h, &mut self.input)?;
+        Ok(())
+    }
+
+    /// The preprocessed input tensor (for tests and tools).
+    pub fn input(&self) -> &[f32] {
+        &self.input
+    }
+
+    /// Mutable input tensor, for callers that fill it themselves.
+    pub fn input_mut(&mut self) -> &mut [f32] {
+        &mut self.input
+    }
+
+    /// Runs the encoder on the current input. Returns the embedding then each extra output.
+    pub fn run(&mut self) -> Result<Vec<Vec<f32>>, RuntimeError> {
+        let out = self.session.run(&[TensorRef::F32 {
+            shape: &self.input_shape,
+            data: &self.input,
+        }])?;
+        out.into_iter()
+            .zip(&self.outputs)
+            .map(|(t, spec)| {
+                let want: usize = spec
+                    .shape
+                    .iter()
+                    .map(|d| {
+                        if let Dim::Fixed(v) = d {
+                            *v as usize
+                        } else {
+                            1
+                        }
+                    })
+                    .product();
+                let v = t.into_f32().unwrap_or_default();
+                if v.len() != want {
+                    return Err(RuntimeError::OutputSize {
+                        model: self.model.display().to_string(),
+                        output: spec.name.clone(),
+                        got: v.len(),
+                        want,
+                    });
+                }
+                Ok(v)
+            })
+            .collect()
+    }
+}
+
+/// Text -> sentence embedding.
+pub struct TextEncoder {
+    session: Box<dyn Session>,
+    tokenizer: TextTokenizer,
+    inputs: Vec<TensorSpec>,
+    embedding_dim: usize,
+    normalize_here: bool,
+    model: PathBuf,
+}
+
+impl TextEncoder {
+    pub fn load(
+        pack: &Pack,
+        backend: &dyn Backend,
+        opts: &LoadOptions,
+    ) -> Result<Self, RuntimeError> {
+        let enc = pack
+            .manifest
+            .text_encoder
+            .as_ref()
+            .ok_or_else(|| RuntimeError::NoEncoder {
+                pack: pack.manifest.name.clone(),
+                part: "text encoder",
+            })?;
+        let file = pick_variant(pack, "text encoder", &enc.variants, opts.precision)?;
+        let bytes =
+            pack.read_verified(&format!("text_encoder.variants.{}", opts.precision), file)?;
+        let tok_bytes = pack.read_verified("text_encoder.tokenizer", &enc.tokenizer)?;
+        let tokenizer = TextTokenizer::from_bytes(
+            &tok_bytes,
+            &pack.path(&enc.tokenizer).display().to_string(),
+            enc.max_length,
+        )?;
+        let output = enc
+            .outputs
+            .iter()
+            .find(|o| o.name == enc.embedding_output)
+            .cloned()
+            .expect("validated: embedding_output is an output");
+        let model = pack.path(file);
+        let session = backend.load(
+            &ModelSpec {
+                path: &model,
+                bytes: &bytes,
+                precision: opts.precision,
+                inputs: &enc.inputs,
+                outputs: std::slice::from_ref(&output),
+                fixed_dims: &[("batch", 1)],
+            },
+            &opts.session,
+        )?;
+        Ok(Self {
+            session,
+            tokenizer,
+            inputs: enc.inputs.clone(),
+            embedding_dim: enc.embedding_dim,
+            normalize_here: enc.normalize && !enc.pooled_in_graph,
+            model,
+        })
+    }
+
+    /// Tokenises `text` as the encoder will see it.
+    pub fn tokenize(&self, text: &str) -> Result<Encoding, RuntimeError> {
+        Ok(self.tokenizer.encode(text)?)
+    }
+
+    /// Runs the encoder on one tokenised text.
+    pub fn run(&mut self, enc: &Encoding) -> Result<Vec<f32>, RuntimeError> {
+        let shape = [1, enc.input_ids.len()];
+        let refs: Vec<TensorRef<'_>> = self
+            .inputs
+            .iter()
+            .map(|i| {
+                let data: &[i64] = match i.name.as_str() {
+                    "input_ids" => &enc.input_ids,
+                    "attention_mask" => &enc.attention_mask,
+                    _ => &enc.token_type_ids,
+                };
+                TensorRef::I64 {
+                    shape: &shape,
+                    data,
+                }
+            })
+            .collect();
+        let mut out = self.session.run(&refs)?;
+        let v = out.pop().and_then(|t| t.into_f32()).unwrap_or_default();
+        if v.len() != self.embedding_dim {
+            return Err(RuntimeError::OutputSize {
+                model: self.model.display().to_string(),
+                output: "sentence embedding".into(),
+                got: v.len(),
+                want: self.embedding_dim,
+            });
+        }
+        Ok(if self.normalize_here {
+            l2_normalised(v)
+        } else {
+            v
+        })
+    }
+
+    /// Tokenises and encodes `text`.
+    pub fn encode(&mut self, text: &str) -> Result<Vec<f32>, RuntimeError> {
+        let enc = self.tokenize(text)?;
+        self.run(&enc)
+    }
+}
+
+/// `v / max(|v|, 1e-12)`.
+pub fn l2_normalised(mut v: Vec<f32>) -> Vec<f32> {
+    let n = v
+        .iter()
+        .map(|x| (*x as f64) * (*x as f64))
+        .sum::<f64>()
+        .sqrt()
+        .max(1e-12) as f32;
+    v.iter_mut().for_each(|x| *x /= n);
+    v
+}

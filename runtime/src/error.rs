@@ -1,0 +1,43 @@
+//! The runtime's error type: every variant names the pack, file or input and the fix.
+
+use dishcam_models::Precision;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Pack(#[from] dishcam_models::PackError),
+    #[error(transparent)]
+    Backend(#[from] crate::backend::BackendError),
+    #[error(transparent)]
+    Image(#[from] crate::image_io::ImageError),
+    #[error(transparent)]
+    Preprocess(#[from] crate::preprocess::PreprocessError),
+    #[error(transparent)]
+    Tokenize(#[from] crate::tokenize::TokenizeError),
+    #[error("pack '{pack}' has no {part}; use a pack that has one")]
+    NoEncoder { pack: String, part: &'static str },
+    #[error(
+        "pack '{pack}' has no {precision} variant of the {part} (it has: {available}); {hint}"
+    )]
+    MissingVariant {
+        pack: String,
+        part: &'static str,
+        precision: Precision,
+        available: String,
+        hint: String,
+    },
+    #[error("pack '{pack}' has no head '{head}' (heads: {available})")]
+    UnknownHead {
+        pack: String,
+        head: String,
+        available: String,
+    },
+    #[error("{model}: output '{output}' has {got} values, expected {want}")]
+    OutputSize {
+        model: String,
+        output: String,
+        got: usize,
+        want: usize,
+    },
+}

@@ -1,0 +1,18 @@
+//! dishcam runtime: backends, preprocessing, tokenisation, encoders and heads.
+//!
+//! Pure computation (crop, resize, normalise, softmax, top-k) lives in free functions that tests
+//! call without files; decoding and model loading sit at the edges.
+
+pub mod backend;
+pub mod classify;
+pub mod encoder;
+pub mod error;
+pub mod image_io;
+pub mod preprocess;
+pub mod tensor;
+pub mod timing;
+pub mod tokenize;
+
+pub use backend::{Backend, BackendKind};
+pub use encoder::{ImageEncoder, LoadOptions, TextEncoder};
+pub use error::RuntimeError;
