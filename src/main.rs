@@ -1,0 +1,153 @@
+//! `dishcam`: the command line. Wiring only: the work happens in `dishcam-models` and
+//! `dishcam-runtime`. Logs go to stderr, results to stdout.
+
+mod classify;
+mod embed;
+mod models;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use dishcam_models::{Home, Pack, Precision};
+use dishcam_runtime::backend::{self, BackendKind, SessionOptions};
+use dishcam_runtime::image_io::{DecodeOptions, DEFAULT_MAX_PIXELS};
+use dishcam_runtime::LoadOptions;
+
+#[derive(Parser)]
+#[command(
+    name = "dishcam",
+    version,
+    about = "Edge inference runtime for smart kitchen cameras: names the dish, measures every stage"
+)]
+struct Cli {
+    /// More log output on stderr (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Name what is in each photo (top-N classes of the pack's head).
+    Classify(classify::ClassifyArgs),
+    /// Print the embedding of a photo or a text.
+    Embed {
+        #[command(subcommand)]
+        what: embed::EmbedWhat,
+    },
+    /// Install, check and describe model packs.
+    Models {
+        #[command(subcommand)]
+        command: models::ModelsCommand,
+    },
+}
+
+/// Options shared by every command that runs a model.
+#[derive(Args, Clone)]
+pub struct EngineArgs {
+    /// Model pack: an installed pack's name or a pack directory.
+    #[arg(long, default_value = "lite", env = "DISHCAM_PACK")]
+    pub pack: String,
+    /// Inference backend.
+    #[arg(long, default_value = "tract")]
+    pub backend: String,
+    /// Model precision variant (fp32, fp16, int8).
+    #[arg(long, default_value = "fp32")]
+    pub precision: String,
+    /// Intra-op threads (backend default when unset).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Largest photo accepted, in pixels; larger ones are refused from their header.
+    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
+}
+
+impl EngineArgs {
+    pub fn open_pack(&self) -> anyhow::Result<Pack> {
+        let home = Home::from_env()?;
+        Ok(Pack::open(&self.pack, &home)?)
+    }
+
+    pub fn backend(&self) -> anyhow::Result<Box<dyn backend::Backend>> {
+        let kind: BackendKind = self.backend.parse()?;
+        Ok(backend::backend(kind)?)
+    }
+
+    pub fn load_options(&self) -> anyhow::Result<LoadOptions> {
+        let precision: Precision = self.precision.parse().map_err(anyhow::Error::msg)?;
+        Ok(LoadOptions {
+            precision,
+            session: SessionOptions {
+                threads: self.threads,
+            },
+        })
+    }
+
+    pub fn decode_options(&self) -> DecodeOptions {
+        DecodeOptions {
+            max_pixels: self.max_pixels,
+        }
+    }
+}
+
+/// Writes a JSON value as one line on stdout.
+pub fn print_json(v: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string(v).expect("JSON values serialise")
+    );
+}
+
+/// A path argument shown as given.
+pub fn show(p: &std::path::Path) -> String {
+    p.display().to_string()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => log::LevelFilter::Error,
+        (false, 0) => log::LevelFilter::Warn,
+        (false, 1) => log::LevelFilter::Info,
+        (false, _) => log::LevelFilter::Debug,
+    };
+    env_logger::Builder::new()
+        .filter_level(level)
+        .format_timestamp(None)
+        .format_target(false)
+        .parse_env("DISHCAM_LOG")
+        .init();
+    let result = match cli.command {
+        Command::Classify(args) => classify::run(&args),
+        Command::Embed { what } => embed::run(&what),
+        Command::Models { command } => models::run(&command, cli.quiet),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, without repeating a cause the message already contains.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out.replace('\n', " ")
+}
+
+/// Paths given on the command line, kept as given.
+pub type Inputs = Vec<PathBuf>;
