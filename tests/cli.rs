@@ -1,0 +1,379 @@
+//! The `dishcam` binary on good and bad input: results on stdout, one-line errors that name the
+//! input and the fix on stderr, non-zero exit, never a panic.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+
+fn dishcam(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dishcam"))
+        .args(args)
+        .env("DISHCAM_LOG", "error")
+        .output()
+        .expect("run dishcam")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// Asserts a clean failure: exit code 1, no panic, and an `error:` line containing every needle.
+fn assert_fails_with(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "expected exit 1, stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line in: {err}"));
+    for n in needles {
+        assert!(line.contains(n), "error line lacks {n:?}: {line}");
+    }
+}
+
+fn image(name: &str) -> String {
+    repo()
+        .join("tests/fixtures/images")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn classify_json_follows_the_documented_schema() {
+    lite_pack();
+    let o = dishcam(&[
+        "classify",
+        &image("pattern_640x480.jpg"),
+        "--json",
+        "--top",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["schema"], "dishcam.classify/1");
+    assert_eq!(v["pack"], "lite");
+    assert_eq!(v["head"], "imagenet");
+    assert_eq!(v["backend"], "tract");
+    assert_eq!(v["precision"], "fp32");
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(640), Some(480))
+    );
+    let top = v["top"].as_array().unwrap();
+    assert_eq!(top.len(), 3);
+    let p: Vec<f64> = top
+        .iter()
+        .map(|t| t["probability"].as_f64().unwrap())
+        .collect();
+    assert!(
+        p.windows(2).all(|w| w[0] >= w[1]) && p.iter().sum::<f64>() <= 1.0 + 1e-6,
+        "{p:?}"
+    );
+    assert_eq!(top[0]["rank"], 1);
+    assert!(top[0]["label"].as_str().is_some_and(|l| !l.is_empty()));
+    for stage in ["decode", "preprocess", "encode", "head", "total"] {
+        assert!(
+            v["timings_ms"][stage].as_f64().is_some(),
+            "timings_ms.{stage}"
+        );
+    }
+}
+
+#[test]
+fn unusual_but_valid_images_classify() {
+    lite_pack();
+    for name in [
+        "tiny_1x1.png",
+        "tall_1x4000.png",
+        "grey_200x300.png",
+        "grey16_64x48.png",
+        "cmyk_128x96.jpg",
+        "rgba_256x256.png",
+        "png_named.jpg",
+        "exif_rotated_6.jpg",
+    ] {
+        let o = dishcam(&["classify", &image(name), "--json"]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["top"].as_array().map(Vec::len), Some(5), "{name}");
+    }
+    // EXIF orientation 6 rotates a landscape file to portrait.
+    let o = dishcam(&["classify", &image("exif_rotated_6.jpg"), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["height"].as_u64() > v["width"].as_u64(), "{v}");
+}
+
+#[test]
+fn broken_images_give_one_clear_line() {
+    lite_pack();
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no such photo.jpg");
+    assert_fails_with(
+        &dishcam(&["classify", missing.to_str().unwrap()]),
+        &["no such photo.jpg", "cannot read"],
+    );
+
+    let text = dir.path().join("notes.jpg");
+    std::fs::write(&text, "not a photo at all").unwrap();
+    assert_fails_with(
+        &dishcam(&["classify", text.to_str().unwrap()]),
+        &["notes.jpg", "not a supported image"],
+    );
+
+    let empty = dir.path().join("empty.png");
+    std::fs::write(&empty, b"").unwrap();
+    assert_fails_with(
+        &dishcam(&["classify", empty.to_str().unwrap()]),
+        &["empty.png", "not a supported image"],
+    );
+
+    let full = std::fs::read(image("pattern_640x480.jpg")).unwrap();
+    let cut = dir.path().join("cut.jpg");
+    std::fs::write(&cut, &full[..full.len() / 3]).unwrap();
+    let o = dishcam(&["classify", cut.to_str().unwrap()]);
+    // A JPEG cut mid-scan is either refused or decoded with the missing part grey, as libjpeg
+    // does; it must never panic or hang.
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    let cut = dir.path().join("cut.png");
+    let png = std::fs::read(image("gradient_320x240.png")).unwrap();
+    std::fs::write(&cut, &png[..png.len() / 2]).unwrap();
+    assert_fails_with(
+        &dishcam(&["classify", cut.to_str().unwrap()]),
+        &["cut.png", "corrupt or truncated"],
+    );
+}
+
+/// Minimal CRC-32 (IEEE) for hand-made PNG chunks.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+fn png_header(w: u32, h: u32) -> Vec<u8> {
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = b"IHDR".to_vec();
+    chunk.extend_from_slice(&w.to_be_bytes());
+    chunk.extend_from_slice(&h.to_be_bytes());
+    chunk.extend_from_slice(&[8, 2, 0, 0, 0]);
+    out.extend_from_slice(&13u32.to_be_bytes());
+    out.extend_from_slice(&chunk);
+    out.extend_from_slice(&crc32(&chunk).to_be_bytes());
+    // An empty zlib stream as the only IDAT (a decompression bomb would put more here), then IEND.
+    for (kind, data) in [
+        (
+            &b"IDAT"[..],
+            &[0x78, 0x01, 0x01, 0x00, 0x00, 0xff, 0xff, 0, 0, 0, 1][..],
+        ),
+        (b"IEND", &[]),
+    ] {
+        let mut chunk = kind.to_vec();
+        chunk.extend_from_slice(data);
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        out.extend_from_slice(&chunk);
+        out.extend_from_slice(&crc32(&chunk).to_be_bytes());
+    }
+    out
+}
+
+fn bmp_header(w: i32, h: i32) -> Vec<u8> {
+    let mut out = b"BM".to_vec();
+    out.extend_from_slice(&54u32.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&54u32.to_le_bytes());
+    for v in [40i32, w, h] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&24u16.to_le_bytes());
+    out.extend_from_slice(&[0; 24]);
+    out
+}
+
+#[test]
+fn images_claiming_huge_sizes_are_refused_before_decoding() {
+    lite_pack();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in [
+        ("huge.png", png_header(65500, 65500)),
+        ("huge.bmp", bmp_header(60000, 60000)),
+    ] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        assert_fails_with(
+            &dishcam(&["classify", p.to_str().unwrap()]),
+            &[name, "megapixels", "--max-pixels"],
+        );
+    }
+}
+
+/// A private copy of the installed lite pack that a test may damage.
+fn pack_copy() -> (tempfile::TempDir, PathBuf) {
+    let pack = lite_pack();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("lite");
+    std::fs::create_dir_all(&dest).unwrap();
+    for entry in std::fs::read_dir(&pack.dir).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dest.join(entry.file_name())).unwrap();
+    }
+    (dir, dest)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn installed_pack_verifies() {
+    lite_pack();
+    let o = dishcam(&["models", "verify", "lite"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("ok: pack 'lite'"));
+}
+
+#[test]
+fn damaged_packs_are_refused_with_the_field_and_the_fix() {
+    let (_t, dir) = pack_copy();
+    let img = image("pattern_640x480.jpg");
+
+    let labels = dir.join("imagenet_labels.txt");
+    let mut text = std::fs::read_to_string(&labels).unwrap();
+    text = text.replacen("tench", "tenck", 1);
+    std::fs::write(&labels, text).unwrap();
+    let o = dishcam(&["models", "verify", s(&dir)]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("heads[0].labels")
+            && err.contains("sha256 does not match")
+            && err.contains("dishcam models pull lite"),
+        "{err}"
+    );
+    assert_fails_with(
+        &dishcam(&["classify", &img, "--pack", s(&dir)]),
+        &["imagenet_labels.txt", "sha256"],
+    );
+
+    let onnx = dir.join("image_encoder.onnx");
+    let bytes = std::fs::read(&onnx).unwrap();
+    std::fs::write(&onnx, &bytes[..bytes.len() / 2]).unwrap();
+    assert_fails_with(
+        &dishcam(&["embed", "image", &img, "--pack", s(&dir)]),
+        &[
+            "image_encoder.onnx",
+            "bytes, the manifest says",
+            "pull lite",
+        ],
+    );
+
+    std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
+    assert_fails_with(
+        &dishcam(&["embed", "text", "soup", "--pack", s(&dir)]),
+        &["tokenizer", "missing"],
+    );
+}
+
+#[test]
+fn packs_may_not_reach_outside_their_directory() {
+    let (_t, dir) = pack_copy();
+    let manifest = dir.join("pack.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace(
+            "file = \"imagenet_labels.txt\"",
+            "file = \"../imagenet_labels.txt\"",
+        ),
+    )
+    .unwrap();
+    assert_fails_with(
+        &dishcam(&["models", "verify", s(&dir)]),
+        &["heads[0].labels.file", "leaves the pack directory"],
+    );
+
+    // A symlink that points outside the pack is caught when the file is read.
+    let (_t2, dir2) = pack_copy();
+    let outside = dir2.parent().unwrap().join("labels-outside.txt");
+    std::fs::rename(dir2.join("imagenet_labels.txt"), &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, dir2.join("imagenet_labels.txt")).unwrap();
+    assert_fails_with(
+        &dishcam(&["classify", &image("tiny_1x1.png"), "--pack", s(&dir2)]),
+        &["outside the pack directory"],
+    );
+}
+
+#[test]
+fn verify_checks_a_single_onnx_file() {
+    let pack = lite_pack();
+    let onnx = pack.dir.join("image_encoder.onnx");
+    let o = dishcam(&["models", "verify", s(&onnx)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("pixels") && out.contains("logits"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut.onnx");
+    let bytes = std::fs::read(&onnx).unwrap();
+    std::fs::write(&cut, &bytes[..1000]).unwrap();
+    assert_fails_with(
+        &dishcam(&["models", "verify", s(&cut)]),
+        &["cut.onnx", "not a valid ONNX model"],
+    );
+}
+
+#[test]
+fn unknown_names_list_what_exists() {
+    lite_pack();
+    let img = image("tiny_1x1.png");
+    assert_fails_with(
+        &dishcam(&["classify", &img, "--backend", "cuda"]),
+        &["unknown backend 'cuda'", "tract"],
+    );
+    assert_fails_with(
+        &dishcam(&["classify", &img, "--precision", "int8"]),
+        &["no int8 variant", "dishcam calibrate"],
+    );
+    assert_fails_with(
+        &dishcam(&["classify", &img, "--pack", "nosuchpack"]),
+        &["nosuchpack", "lite", "models pull"],
+    );
+    assert_fails_with(
+        &dishcam(&["classify", &img, "--head", "food"]),
+        &["no head 'food'", "imagenet"],
+    );
+}
+
+#[test]
+fn embeddings_have_the_manifest_dims() {
+    lite_pack();
+    let o = dishcam(&["embed", "text", "miso ramen", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["schema"], "dishcam.embedding/1");
+    assert_eq!(v["dim"], 384);
+    let e: Vec<f64> = v["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let norm = e.iter().map(|x| x * x).sum::<f64>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-4, "{norm}");
+    let o = dishcam(&["embed", "image", &image("gradient_320x240.png"), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["dim"], 1280);
+}
