@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Build dishcam, install the `lite` pack, and classify photos: yours if you pass them, otherwise
+# the bundled test images (not food: pass your own dish photo to see a dish named).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release
+./target/release/dishcam models pull lite
+if [ $# -gt 0 ]; then
+  ./target/release/dishcam classify "$@"
+else
+  echo "No photo given: classifying the bundled synthetic test images and embedding a sentence."
+  ./target/release/dishcam classify tests/fixtures/images/pattern_640x480.jpg tests/fixtures/images/gradient_320x240.png
+  ./target/release/dishcam embed text "spaghetti carbonara with pancetta" --json | head -c 300; echo " ..."
+  echo "Try: ./scripts/quickstart.sh path/to/your/dish.jpg"
+fi
