@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use dishcam_models::manifest::HeadKind;
 use dishcam_runtime::classify::{softmax_in_place, top_k};
+use dishcam_runtime::head::{read_labels, HeadModel};
 use dishcam_runtime::image_io::decode_file;
 use dishcam_runtime::timing::Samples;
 use dishcam_runtime::ImageEncoder;
@@ -18,8 +19,11 @@ use crate::{print_json, show, EngineArgs};
 #[derive(Args)]
 pub struct ClassifyArgs {
     /// Photos to classify (JPEG, PNG, WebP, GIF, BMP, TIFF; recognised by content, not name).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "text")]
     images: Vec<PathBuf>,
+    /// Classify a text (e.g. a recipe title) with the pack's text head instead of photos.
+    #[arg(long, conflicts_with = "images")]
+    text: Option<String>,
     /// How many classes to print per photo.
     #[arg(long, default_value_t = 5)]
     top: usize,
@@ -44,6 +48,9 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
         bail!("--repeat must be at least 1");
     }
     let pack = args.engine.open_pack()?;
+    if let Some(text) = &args.text {
+        return classify_text(args, &pack, text);
+    }
     let m = &pack.manifest;
     let head_name = args
         .head
@@ -64,24 +71,25 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
             names.join(", ")
         )
     })?;
-    let Some(output) = head.encoder_output.as_deref() else {
+    if head.kind != HeadKind::Image {
         bail!(
-            "head '{head_name}' of pack '{}' is a separate {:?} model; this dishcam classifies with heads that are image-encoder outputs (e.g. --head imagenet)",
+            "head '{head_name}' of pack '{}' is a {:?} head; classify photos with an image head",
             m.name,
             head.kind
         );
-    };
-    let labels_text = pack.read_verified("labels", &head.labels)?;
-    let labels: Vec<String> = String::from_utf8_lossy(&labels_text)
-        .lines()
-        .map(str::to_string)
-        .collect();
+    }
+    let labels = read_labels(&pack, head)?;
     let backend = args.engine.backend()?;
     let opts = args.engine.load_options()?;
     let t_load = Instant::now();
-    let mut encoder = ImageEncoder::load(&pack, backend.as_ref(), &opts, &[output])?;
+    let extra: Vec<&str> = head.encoder_output.as_deref().into_iter().collect();
+    let mut encoder = ImageEncoder::load(&pack, backend.as_ref(), &opts, &extra)?;
+    let mut head_model = match head.encoder_output {
+        Some(_) => None,
+        None => Some(HeadModel::load(&pack, head, backend.as_ref(), &opts)?),
+    };
     log::info!(
-        "loaded {} image encoder on {} in {:.1} ms",
+        "loaded {} on {} in {:.1} ms",
         m.name,
         backend.kind(),
         t_load.elapsed().as_secs_f64() * 1e3
@@ -106,7 +114,10 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
             let t2 = Instant::now();
             let mut out = encoder.run()?;
             let t3 = Instant::now();
-            let mut probs = out.pop().expect("the head output was requested");
+            let mut probs = match head_model.as_mut() {
+                Some(h) => h.logits(&out[0])?,
+                None => out.pop().expect("the head output was requested"),
+            };
             softmax_in_place(&mut probs, head.temperature);
             let top = top_k(&probs, args.top);
             let t4 = Instant::now();
@@ -222,4 +233,76 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
 
 fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
+}
+
+/// `classify --text`: text -> text encoder -> text head.
+fn classify_text(
+    args: &ClassifyArgs,
+    pack: &dishcam_models::Pack,
+    text: &str,
+) -> anyhow::Result<ExitCode> {
+    let m = &pack.manifest;
+    let head = match &args.head {
+        Some(name) => m
+            .head(name)
+            .with_context(|| format!("pack '{}' has no head '{name}'", m.name))?,
+        None => m
+            .heads
+            .iter()
+            .find(|h| h.kind == HeadKind::Text)
+            .with_context(|| {
+                format!(
+                    "pack '{}' has no text head; fit one with `dishcam teach --text-csv FILE`",
+                    m.name
+                )
+            })?,
+    };
+    if head.kind != HeadKind::Text {
+        bail!(
+            "head '{}' is a {:?} head; --text needs a text head",
+            head.name,
+            head.kind
+        );
+    }
+    let labels = read_labels(pack, head)?;
+    let backend = args.engine.backend()?;
+    let opts = args.engine.load_options()?;
+    let mut encoder = dishcam_runtime::TextEncoder::load(pack, backend.as_ref(), &opts)?;
+    let mut model = HeadModel::load(pack, head, backend.as_ref(), &opts)?;
+    let t0 = Instant::now();
+    let embedding = encoder.encode(text)?;
+    let t1 = Instant::now();
+    let mut probs = model.logits(&embedding)?;
+    softmax_in_place(&mut probs, head.temperature);
+    let top = top_k(&probs, args.top);
+    let t2 = Instant::now();
+    let label = |c: usize| {
+        labels
+            .get(c)
+            .cloned()
+            .unwrap_or_else(|| format!("class {c}"))
+    };
+    if args.json {
+        print_json(&json!({
+            "schema": "dishcam.classify/1",
+            "text": text,
+            "pack": m.name,
+            "head": head.name,
+            "backend": backend.kind().as_str(),
+            "precision": opts.precision.as_str(),
+            "top": top.iter().enumerate().map(|(r, s)| json!({"rank": r + 1, "class": s.class, "label": label(s.class), "probability": s.probability})).collect::<Vec<_>>(),
+            "timings_ms": {"encode": round3((t1 - t0).as_secs_f64() * 1e3), "head": round3((t2 - t1).as_secs_f64() * 1e3), "total": round3((t2 - t0).as_secs_f64() * 1e3)},
+        }));
+    } else {
+        println!("{text:?}");
+        for (r, s) in top.iter().enumerate() {
+            println!(
+                "  {:>2}. {:<40} {:>6.2}%",
+                r + 1,
+                label(s.class),
+                s.probability * 100.0
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -3,7 +3,9 @@
 
 mod classify;
 mod embed;
+mod eval;
 mod models;
+mod teach;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +41,13 @@ enum Command {
     Embed {
         #[command(subcommand)]
         what: embed::EmbedWhat,
+    },
+    /// Fit a dish head from folder-per-class photos and save it in the pack's user overlay.
+    Teach(teach::TeachArgs),
+    /// Evaluate a head: accuracy, per-class accuracy, confusion matrix, calibration.
+    Eval {
+        #[command(subcommand)]
+        command: eval::EvalCommand,
     },
     /// Install, check and describe model packs.
     Models {
@@ -126,6 +135,8 @@ fn main() -> ExitCode {
         Command::Classify(args) => classify::run(&args),
         Command::Embed { what } => embed::run(&what),
         Command::Models { command } => models::run(&command, cli.quiet),
+        Command::Teach(args) => teach::run(&args, cli.quiet),
+        Command::Eval { command } => eval::run(&command, cli.quiet),
     };
     match result {
         Ok(code) => code,

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::manifest::{Head, Manifest, PackFile, Precision, TensorSpec, Variant};
+use crate::manifest::{Dim, Head, HeadKind, Manifest, PackFile, Precision, TensorSpec, Variant};
 use crate::onnx;
 
 /// The manifest file name inside a pack directory.
@@ -370,6 +370,44 @@ impl Pack {
             }
         }
         for (i, h) in m.heads.iter().enumerate() {
+            let image_dim = m.image_encoder.as_ref().map_or(0, |e| e.embedding_dim);
+            let text_dim = m.text_encoder.as_ref().map_or(0, |t| t.embedding_dim);
+            let dim = match h.kind {
+                HeadKind::Image => image_dim,
+                HeadKind::Text => text_dim,
+                HeadKind::EarlyFusion => image_dim + text_dim,
+                HeadKind::LateFusion => 0,
+            };
+            for (p, v) in &h.variants {
+                let field = format!("heads[{i}].variants.{p}");
+                let path = self.path(&v.onnx);
+                match onnx::read_signature(&path) {
+                    Err(e) => problems.push(e.to_string()),
+                    Ok(sig) => {
+                        let want = |d: usize| vec![Dim::named("batch"), Dim::Fixed(d as u64)];
+                        let ok_in = sig.inputs.len() == 1
+                            && (dim == 0 || dims_match(&sig.inputs[0].shape, &want(dim)));
+                        let ok_out = sig.outputs.len() == 1
+                            && dims_match(&sig.outputs[0].shape, &want(h.classes));
+                        if !ok_in || !ok_out {
+                            let text = |v: &[TensorSpec]| {
+                                v.iter()
+                                    .map(|s| format!("{} {}", s.name, s.shape_text()))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            };
+                            problems.push(format!(
+                                "{}: {field}: head model maps ({}) to ({}), but a {:?} head of this pack maps [batch, {dim}] to [batch, {}]",
+                                path.display(),
+                                text(&sig.inputs),
+                                text(&sig.outputs),
+                                h.kind,
+                                h.classes
+                            ));
+                        }
+                    }
+                }
+            }
             let path = self.path(&h.labels);
             match fs::read_to_string(&path) {
                 Ok(text) => {
@@ -410,11 +448,7 @@ fn compare_specs(
                     .join(", ")
             )),
             Some(g) => {
-                let dims_ok = g.shape.len() == w.shape.len()
-                    && g.shape.iter().zip(&w.shape).all(|(a, b)| match (a, b) {
-                        (crate::manifest::Dim::Fixed(x), crate::manifest::Dim::Fixed(y)) => x == y,
-                        _ => true,
-                    });
+                let dims_ok = dims_match(&g.shape, &w.shape);
                 if g.dtype != w.dtype || !dims_ok {
                     out.push(format!(
                         "{}: {field}: {kind} '{}' is {} {} in the model but {} {} in the manifest",
@@ -441,6 +475,15 @@ fn compare_specs(
         }
     }
     out
+}
+
+/// Same rank, and equal wherever both dimensions are fixed.
+fn dims_match(a: &[Dim], b: &[Dim]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| match (x, y) {
+            (Dim::Fixed(p), Dim::Fixed(q)) => p == q,
+            _ => true,
+        })
 }
 
 fn apply_overlay(m: &mut Manifest, o: OverlayManifest, files: &mut HashSet<String>) {
@@ -562,5 +605,171 @@ pub fn install_dir(staged: &Path, dest: &Path) -> std::io::Result<()> {
 fn sync_dir(dir: &Path) {
     if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::*;
+
+    /// A tiny valid pack on disk: a fake ONNX file (never loaded here) and a labels file.
+    fn write_pack(dir: &Path) -> Manifest {
+        let onnx = write_pack_file(dir, "img.onnx", b"not really onnx").unwrap();
+        let labels = write_pack_file(dir, "labels.txt", b"a\nb\n").unwrap();
+        let m = Manifest {
+            format_version: FORMAT_VERSION,
+            name: "tiny".into(),
+            version: "1".into(),
+            description: String::new(),
+            provenance: vec![],
+            image_encoder: Some(ImageEncoder {
+                variants: BTreeMap::from([(
+                    Precision::Fp32,
+                    Variant {
+                        onnx,
+                        note: String::new(),
+                    },
+                )]),
+                input: TensorSpec::new(
+                    "pixels",
+                    DType::F32,
+                    vec![
+                        Dim::named("batch"),
+                        Dim::Fixed(3),
+                        Dim::Fixed(8),
+                        Dim::Fixed(8),
+                    ],
+                ),
+                layout: Layout::Nchw,
+                preprocess: Preprocess {
+                    width: 8,
+                    height: 8,
+                    crop: Crop::None,
+                    interpolation: Interpolation::Bilinear,
+                    colour_order: ColourOrder::Rgb,
+                    range: 255.0,
+                    mean: [0.0; 3],
+                    std: [1.0; 3],
+                },
+                outputs: vec![TensorSpec::new(
+                    "logits",
+                    DType::F32,
+                    vec![Dim::named("batch"), Dim::Fixed(2)],
+                )],
+                embedding_output: "logits".into(),
+                embedding_dim: 2,
+            }),
+            text_encoder: None,
+            heads: vec![Head {
+                name: "base".into(),
+                kind: HeadKind::Image,
+                encoder_output: Some("logits".into()),
+                variants: BTreeMap::new(),
+                labels,
+                classes: 2,
+                temperature: 1.0,
+            }],
+            default_head: Some("base".into()),
+        };
+        write_atomic(&dir.join(MANIFEST), m.to_toml().as_bytes()).unwrap();
+        m
+    }
+
+    #[test]
+    fn overlay_heads_are_found_first_and_base_files_stay_in_the_base() {
+        let home = tempfile::tempdir().unwrap();
+        let home = Home::at(home.path());
+        let dir = home.packs().join("tiny");
+        let base = write_pack(&dir);
+        let pack = Pack::open("tiny", &home).unwrap();
+        assert_eq!(pack.manifest, base);
+        assert!(pack.overlay_dir.starts_with(home.overlays()));
+
+        // The user teaches a head that replaces "base" and adds labels of its own.
+        fs::create_dir_all(&pack.overlay_dir).unwrap();
+        let labels = write_pack_file(&pack.overlay_dir, "labels.txt", b"soup\nstew\n").unwrap();
+        let overlay = OverlayManifest {
+            heads: vec![Head {
+                name: "base".into(),
+                kind: HeadKind::Image,
+                encoder_output: Some("logits".into()),
+                variants: BTreeMap::new(),
+                labels,
+                classes: 2,
+                temperature: 2.0,
+            }],
+            default_head: Some("base".into()),
+            ..Default::default()
+        };
+        write_atomic(
+            &pack.overlay_dir.join(OVERLAY_MANIFEST),
+            toml::to_string(&overlay).unwrap().as_bytes(),
+        )
+        .unwrap();
+
+        let pack = Pack::open("tiny", &home).unwrap();
+        let head = pack.manifest.head("base").unwrap();
+        assert_eq!(head.temperature, 2.0);
+        assert_eq!(pack.manifest.heads.len(), 1);
+        // Same file name in both places: the overlay's head reads the overlay's copy...
+        assert_eq!(
+            pack.read_verified("labels", &head.labels).unwrap(),
+            b"soup\nstew\n"
+        );
+        // ...while the encoder, which the overlay did not name, still comes from the base.
+        let onnx = &pack.manifest.image_encoder.as_ref().unwrap().variants[&Precision::Fp32].onnx;
+        assert_eq!(pack.path(onnx), dir.join("img.onnx"));
+        // The overlay is keyed by the base manifest's hash: a rebuilt base gets a fresh overlay.
+        let mut changed = base.clone();
+        changed.version = "2".into();
+        write_atomic(&dir.join(MANIFEST), changed.to_toml().as_bytes()).unwrap();
+        let rebuilt = Pack::open("tiny", &home).unwrap();
+        assert_ne!(rebuilt.overlay_dir, pack.overlay_dir);
+        assert_eq!(rebuilt.manifest.head("base").unwrap().temperature, 1.0);
+    }
+
+    #[test]
+    fn a_broken_overlay_names_its_file() {
+        let home = tempfile::tempdir().unwrap();
+        let home = Home::at(home.path());
+        write_pack(&home.packs().join("tiny"));
+        let pack = Pack::open("tiny", &home).unwrap();
+        fs::create_dir_all(&pack.overlay_dir).unwrap();
+        fs::write(pack.overlay_dir.join(OVERLAY_MANIFEST), "heads = 3").unwrap();
+        let err = Pack::open("tiny", &home).unwrap_err().to_string();
+        assert!(err.contains(OVERLAY_MANIFEST), "{err}");
+    }
+
+    #[test]
+    fn install_dir_replaces_a_pack_whole() {
+        let root = tempfile::tempdir().unwrap();
+        let dest = root.path().join("p");
+        fs::create_dir_all(&dest).unwrap();
+        fs::write(dest.join("old.txt"), "old").unwrap();
+        let staged = root.path().join(".staging");
+        fs::create_dir_all(&staged).unwrap();
+        fs::write(staged.join("new.txt"), "new").unwrap();
+        install_dir(&staged, &dest).unwrap();
+        assert!(dest.join("new.txt").is_file() && !dest.join("old.txt").exists());
+        assert!(!staged.exists());
+        let leftovers: Vec<_> = fs::read_dir(root.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+    }
+
+    #[test]
+    fn missing_packs_list_what_is_installed() {
+        let home = tempfile::tempdir().unwrap();
+        let home = Home::at(home.path());
+        write_pack(&home.packs().join("tiny"));
+        let err = Pack::open("lite", &home).unwrap_err().to_string();
+        assert!(
+            err.contains("installed: tiny") && err.contains("dishcam models pull lite"),
+            "{err}"
+        );
     }
 }

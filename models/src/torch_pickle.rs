@@ -991,7 +991,7 @@ impl<'d, 's> Vm<'d, 's> {
                     }
                 };
                 let offset = self.usize_arg(offset, "storage offset")?;
-                let size = self.size_arg(size)?;
+                let size = self.usize_tuple(size, "size")?;
                 let stride = self.usize_tuple(stride, "stride")?;
                 if size.len() != stride.len() {
                     return Err(self.err(format!(
@@ -1034,11 +1034,6 @@ impl<'d, 's> Vm<'d, 's> {
             }
             _ => self.add(Node::object(format!("{module}.{name}"))),
         }
-    }
-
-    /// A tensor size: a tuple of ints, or a `torch.Size` wrapping one.
-    fn size_arg(&self, id: NodeId) -> Result<Vec<usize>> {
-        self.usize_tuple(id, "size")
     }
 
     /// Resolves `('storage', storage_type, key, location, numel[, view_metadata])`.
@@ -1172,7 +1167,8 @@ impl<'a> Checkpoint<'a> {
         }
         if bytes.get(257..262) == Some(b"ustar".as_slice()) {
             return Err(TorchError::NotACheckpoint(
-                "tar-format checkpoints (torch < 0.4) are not supported; re-save with a newer torch"
+                "this is a tar archive (the very old torch.save format), which is not supported; \
+                 re-save it with a current torch"
                     .to_string(),
             ));
         }

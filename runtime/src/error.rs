@@ -33,6 +33,10 @@ pub enum RuntimeError {
         head: String,
         available: String,
     },
+    #[error("head model: {0}")]
+    HeadModel(String),
+    #[error(transparent)]
+    Dataset(#[from] crate::dataset::DatasetError),
     #[error("{model}: output '{output}' has {got} values, expected {want}")]
     OutputSize {
         model: String,

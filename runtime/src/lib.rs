@@ -5,10 +5,15 @@
 
 pub mod backend;
 pub mod classify;
+pub mod dataset;
 pub mod encoder;
 pub mod error;
+pub mod eval;
+pub mod fit;
+pub mod head;
 pub mod image_io;
 pub mod preprocess;
+pub mod smoothing;
 pub mod tensor;
 pub mod timing;
 pub mod tokenize;
