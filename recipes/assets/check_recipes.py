@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Validate runtime/assets/recipes/food101.jsonl (Python 3 stdlib only).
+"""Validate recipes/assets/food101.jsonl (Python 3 stdlib only).
 
 Usage:
-    python3 runtime/assets/recipes/check_recipes.py [CLASSES_TXT] [--recipes PATH]
+    python3 recipes/assets/check_recipes.py [CLASSES_TXT] [--recipes PATH]
 
 CLASSES_TXT defaults to ../shared/data/food101/meta/classes.txt relative to
 the repository root. If labels.txt sits beside it, each title must also contain
