@@ -10,6 +10,7 @@ if [ $# -gt 0 ]; then
 else
   echo "No photo given: classifying the bundled synthetic test images and embedding a sentence."
   ./target/release/dishcam classify tests/fixtures/images/pattern_640x480.jpg tests/fixtures/images/gradient_320x240.png
-  ./target/release/dishcam embed text "spaghetti carbonara with pancetta" --json | head -c 300; echo " ..."
+  ./target/release/dishcam classify --text "spaghetti carbonara with pancetta"
+  ./target/release/dishcam recipes search "spicy noodle soup" --exclude peanut,shellfish
   echo "Try: ./scripts/quickstart.sh path/to/your/dish.jpg"
 fi

@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # Runs every test: installs the `lite` pack (idempotent) so that parity and CLI tests can use it,
-# then the whole workspace's tests. Tests that read ../shared/data use it when present and print
-# a loud SKIPPED line when it is absent.
+# then the whole workspace's tests, then the trainer's (ruff + pytest in its own Python
+# environment; its export tests drive the `dishcam` binary built here). Tests that read
+# ../shared/data use it when present and print a loud SKIPPED line when it is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo run -q -- models pull lite
-cargo nextest run --workspace --no-fail-fast "$@"
+# Build exactly what `cargo nextest run --workspace` builds (a plain `cargo run` resolves
+# features for the binary alone and would compile tract a second time).
+cargo build -q --workspace --all-targets
+./target/debug/dishcam models pull lite
+status=0
+cargo nextest run --workspace --no-fail-fast "$@" || status=$?
+DISHCAM_BIN="$PWD/target/debug/dishcam" ./trainer/test.sh || status=$?
+exit $status

@@ -7,11 +7,11 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::Args;
 use dishcam_models::manifest::HeadKind;
-use dishcam_runtime::classify::{softmax_in_place, top_k};
-use dishcam_runtime::head::{read_labels, HeadModel};
+use dishcam_runtime::classify::{softmax_in_place, top_k, Scored};
+use dishcam_runtime::head::{read_labels, Classifier, HeadModel};
 use dishcam_runtime::image_io::decode_file;
 use dishcam_runtime::timing::Samples;
-use dishcam_runtime::ImageEncoder;
+use dishcam_runtime::{ImageEncoder, TextEncoder};
 use serde_json::json;
 
 use crate::{print_json, show, EngineArgs};
@@ -21,8 +21,9 @@ pub struct ClassifyArgs {
     /// Photos to classify (JPEG, PNG, WebP, GIF, BMP, TIFF; recognised by content, not name).
     #[arg(required_unless_present = "text")]
     images: Vec<PathBuf>,
-    /// Classify a text (e.g. a recipe title) with the pack's text head instead of photos.
-    #[arg(long, conflicts_with = "images")]
+    /// A text (e.g. a recipe title). Alone: classified with the pack's text head. With photos:
+    /// fused with each photo by the pack's fusion head (early or late fusion).
+    #[arg(long)]
     text: Option<String>,
     /// How many classes to print per photo.
     #[arg(long, default_value_t = 5)]
@@ -48,21 +49,40 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
         bail!("--repeat must be at least 1");
     }
     let pack = args.engine.open_pack()?;
-    if let Some(text) = &args.text {
+    if args.images.is_empty() {
+        let text = args
+            .text
+            .as_deref()
+            .expect("clap requires photos or --text");
         return classify_text(args, &pack, text);
     }
     let m = &pack.manifest;
+    let fused = args.text.is_some();
+    let (wanted, default): (&[HeadKind], _) = if fused {
+        (
+            &[HeadKind::EarlyFusion, HeadKind::LateFusion],
+            m.fusion_head.clone(),
+        )
+    } else {
+        (&[HeadKind::Image], m.default_head.clone())
+    };
     let head_name = args
         .head
         .clone()
-        .or_else(|| m.default_head.clone())
+        .or(default)
         .or_else(|| {
             m.heads
                 .iter()
-                .find(|h| h.kind == HeadKind::Image)
+                .find(|h| wanted.contains(&h.kind))
                 .map(|h| h.name.clone())
         })
-        .with_context(|| format!("pack '{}' has no image head", m.name))?;
+        .with_context(|| {
+            if fused {
+                format!("pack '{}' has no fusion head; fit one with `dishcam teach --images DIR --text-csv FILE`, or leave out --text", m.name)
+            } else {
+                format!("pack '{}' has no image head", m.name)
+            }
+        })?;
     let head = m.head(&head_name).with_context(|| {
         let names: Vec<&str> = m.heads.iter().map(|h| h.name.as_str()).collect();
         format!(
@@ -71,11 +91,16 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
             names.join(", ")
         )
     })?;
-    if head.kind != HeadKind::Image {
+    if !wanted.contains(&head.kind) {
         bail!(
-            "head '{head_name}' of pack '{}' is a {:?} head; classify photos with an image head",
+            "head '{head_name}' of pack '{}' is a {} head; {}",
             m.name,
-            head.kind
+            head.kind.as_str(),
+            if fused {
+                "photos with --text need a fusion head"
+            } else {
+                "classify photos with an image head"
+            }
         );
     }
     let labels = read_labels(&pack, head)?;
@@ -84,9 +109,24 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
     let t_load = Instant::now();
     let extra: Vec<&str> = head.encoder_output.as_deref().into_iter().collect();
     let mut encoder = ImageEncoder::load(&pack, backend.as_ref(), &opts, &extra)?;
-    let mut head_model = match head.encoder_output {
-        Some(_) => None,
-        None => Some(HeadModel::load(&pack, head, backend.as_ref(), &opts)?),
+    let mut classifier = Classifier::load(&pack, head, backend.as_ref(), &opts)?;
+    // With --text, the text is encoded once and fused with every photo.
+    let text_embedding = match &args.text {
+        Some(text) => {
+            let mut enc = TextEncoder::load(&pack, backend.as_ref(), &opts)?;
+            let t = Instant::now();
+            let e = enc.encode(text)?;
+            Some((e, t.elapsed()))
+        }
+        None => None,
+    };
+    // Recipes for the predicted dish come from the pack's recipe index, when it has one.
+    let recipe_index = match crate::recipes::open_index(&pack, &opts) {
+        Ok(idx) => Some(idx),
+        Err(e) => {
+            log::info!("no recipe suggestions: {e}");
+            None
+        }
     };
     log::info!(
         "loaded {} on {} in {:.1} ms",
@@ -114,10 +154,12 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
             let t2 = Instant::now();
             let mut out = encoder.run()?;
             let t3 = Instant::now();
-            let mut probs = match head_model.as_mut() {
-                Some(h) => h.logits(&out[0])?,
-                None => out.pop().expect("the head output was requested"),
+            let image = match head.encoder_output {
+                Some(_) => out.pop().expect("the head output was requested"),
+                None => out.swap_remove(0),
             };
+            let text = text_embedding.as_ref().map(|(e, _)| e.as_slice());
+            let mut probs = classifier.scores(Some(&image), text)?;
             softmax_in_place(&mut probs, head.temperature);
             let top = top_k(&probs, args.top);
             let t4 = Instant::now();
@@ -173,11 +215,15 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
                         "head": head_name,
                         "backend": backend.kind().as_str(),
                         "precision": opts.precision.as_str(),
-                        "top": top.iter().enumerate().map(|(r, s)| json!({
-                            "rank": r + 1, "class": s.class, "label": label(s.class), "probability": s.probability,
-                        })).collect::<Vec<_>>(),
+                        "top": top_json(&top, &labels),
+                        "recipes": recipes_for(recipe_index.as_ref(), &top, &labels),
                         "timings_ms": timings,
                     });
+                    if let (Some(text), Some((_, took))) = (&args.text, &text_embedding) {
+                        v["text"] = json!(text);
+                        v["kind"] = json!(head.kind.as_str());
+                        v["timings_ms"]["text_encode"] = json!(round3(took.as_secs_f64() * 1e3));
+                    }
                     if args.repeat > 1 {
                         v["latency_ms"] = json!({"runs": args.repeat, "stages": latency});
                     }
@@ -190,6 +236,19 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
                             r + 1,
                             label(s.class),
                             s.probability * 100.0
+                        );
+                    }
+                    let recipes = recipes_for(recipe_index.as_ref(), &top, &labels);
+                    if let Some(first) = recipes.first() {
+                        println!(
+                            "  recipe: {} ({}){}",
+                            first["title"].as_str().unwrap_or(""),
+                            first["id"].as_str().unwrap_or(""),
+                            if recipes.len() > 1 {
+                                format!(", {} more with --json", recipes.len() - 1)
+                            } else {
+                                String::new()
+                            }
                         );
                     }
                     if args.repeat > 1 {
@@ -231,6 +290,33 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Up to 3 recipes for the most likely dish.
+fn recipes_for(
+    idx: Option<&dishcam_recipes::RecipeIndex>,
+    top: &[Scored],
+    labels: &[String],
+) -> Vec<serde_json::Value> {
+    match top.first().and_then(|s| labels.get(s.class)) {
+        Some(class) => crate::recipes::for_dish(idx, class, 3),
+        None => Vec::new(),
+    }
+}
+
+/// The `top` array of `dishcam.classify/1`.
+fn top_json(top: &[Scored], labels: &[String]) -> serde_json::Value {
+    top.iter()
+        .enumerate()
+        .map(|(r, s)| {
+            json!({
+                "rank": r + 1,
+                "class": s.class,
+                "label": labels.get(s.class).cloned().unwrap_or_else(|| format!("class {}", s.class)),
+                "probability": s.probability,
+            })
+        })
+        .collect()
+}
+
 fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
@@ -247,9 +333,10 @@ fn classify_text(
             .head(name)
             .with_context(|| format!("pack '{}' has no head '{name}'", m.name))?,
         None => m
-            .heads
-            .iter()
-            .find(|h| h.kind == HeadKind::Text)
+            .text_head
+            .as_deref()
+            .and_then(|n| m.head(n))
+            .or_else(|| m.heads.iter().find(|h| h.kind == HeadKind::Text))
             .with_context(|| {
                 format!(
                     "pack '{}' has no text head; fit one with `dishcam teach --text-csv FILE`",
@@ -259,15 +346,15 @@ fn classify_text(
     };
     if head.kind != HeadKind::Text {
         bail!(
-            "head '{}' is a {:?} head; --text needs a text head",
+            "head '{}' is a {} head; --text alone needs a text head (give photos too for a fusion head)",
             head.name,
-            head.kind
+            head.kind.as_str()
         );
     }
     let labels = read_labels(pack, head)?;
     let backend = args.engine.backend()?;
     let opts = args.engine.load_options()?;
-    let mut encoder = dishcam_runtime::TextEncoder::load(pack, backend.as_ref(), &opts)?;
+    let mut encoder = TextEncoder::load(pack, backend.as_ref(), &opts)?;
     let mut model = HeadModel::load(pack, head, backend.as_ref(), &opts)?;
     let t0 = Instant::now();
     let embedding = encoder.encode(text)?;
@@ -290,7 +377,7 @@ fn classify_text(
             "head": head.name,
             "backend": backend.kind().as_str(),
             "precision": opts.precision.as_str(),
-            "top": top.iter().enumerate().map(|(r, s)| json!({"rank": r + 1, "class": s.class, "label": label(s.class), "probability": s.probability})).collect::<Vec<_>>(),
+            "top": top_json(&top, &labels),
             "timings_ms": {"encode": round3((t1 - t0).as_secs_f64() * 1e3), "head": round3((t2 - t1).as_secs_f64() * 1e3), "total": round3((t2 - t0).as_secs_f64() * 1e3)},
         }));
     } else {

@@ -1,7 +1,13 @@
 //! `dishcam eval classify`: accuracy, per-class accuracy, confusion matrix and calibration of a
-//! pack's head on a folder-per-class photo set.
+//! pack's head on folder-per-class photos, on labelled texts, or on both paired by class.
+//!
+//! With photos and texts together, each photo is paired with a title of its class (the
+//! class-paired proxy of [`dishcam_runtime::dataset::title_pool`]; held-out photos only meet
+//! held-out titles), and any head can be scored on the same pairs: an image head sees the photo,
+//! a text head the title, a fusion head both. That is how image-only, text-only and fused
+//! accuracy are compared on the same validation photos.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -10,35 +16,40 @@ use clap::{Args, Subcommand, ValueEnum};
 use dishcam_models::manifest::HeadKind;
 use dishcam_models::pack::write_atomic;
 use dishcam_runtime::classify::softmax_in_place;
-use dishcam_runtime::dataset::{is_holdout, list_class_folders};
+use dishcam_runtime::dataset::{
+    is_holdout, list_class_folders, pick_title, read_text_csv, title_pool, LabelledText, PairPool,
+};
 use dishcam_runtime::eval::{report_markdown, Metrics};
-use dishcam_runtime::head::{read_labels, HeadModel};
+use dishcam_runtime::head::{read_labels, Classifier};
+use serde_json::json;
 
-use crate::teach::embed_images;
 use crate::{print_json, show, EngineArgs};
 
 #[derive(Subcommand)]
 pub enum EvalCommand {
-    /// Evaluate a head on folder-per-class photos (folders named by class id).
+    /// Evaluate a head on folder-per-class photos, labelled texts, or both paired by class.
     Classify(EvalClassifyArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Split {
-    /// Every photo.
+    /// Every example.
     All,
-    /// Photos whose id falls in the hold-out split (`teach --holdout`).
+    /// Examples whose id falls in the hold-out split (`teach --holdout`).
     Holdout,
-    /// Photos outside the hold-out split.
+    /// Examples outside the hold-out split.
     Train,
 }
 
 #[derive(Args)]
 pub struct EvalClassifyArgs {
-    /// Folder-per-class photos; may hold fewer classes than the head predicts over.
+    /// Folder-per-class photos (folders named by class id); may hold fewer classes than the head.
+    #[arg(long, required_unless_present = "text_csv")]
+    data: Option<PathBuf>,
+    /// Headerless `image_name,title,label` CSV (UPMC Food-101's titles).
     #[arg(long)]
-    data: PathBuf,
-    /// Head to evaluate (default: the pack's default head).
+    text_csv: Option<PathBuf>,
+    /// Head to evaluate (default: the pack's image, text or fusion head, by the inputs given).
     #[arg(long)]
     head: Option<String>,
     #[arg(long, value_enum, default_value = "all")]
@@ -55,10 +66,20 @@ pub struct EvalClassifyArgs {
     /// Write report.json, report.md, confusion.csv and confusion.svg here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Do not read or write the embedding cache.
+    #[arg(long)]
+    no_cache: bool,
     #[arg(long)]
     json: bool,
     #[command(flatten)]
     engine: EngineArgs,
+}
+
+/// One evaluation example: a photo, a text, or both, with its class index.
+struct Example {
+    photo: Option<usize>,
+    text: Option<usize>,
+    label: usize,
 }
 
 pub fn run(cmd: &EvalCommand, quiet: bool) -> anyhow::Result<ExitCode> {
@@ -68,109 +89,237 @@ pub fn run(cmd: &EvalCommand, quiet: bool) -> anyhow::Result<ExitCode> {
     let head_name = args
         .head
         .clone()
-        .or_else(|| m.default_head.clone())
-        .with_context(|| format!("pack '{}' has no default head; pass --head", m.name))?;
+        .or_else(|| match (&args.data, &args.text_csv) {
+            (Some(_), Some(_)) => m.fusion_head.clone(),
+            (None, Some(_)) => m.text_head.clone(),
+            _ => m.default_head.clone(),
+        })
+        .with_context(|| {
+            format!(
+                "pack '{}' has no default head for these inputs; pass --head",
+                m.name
+            )
+        })?;
     let head = m
         .head(&head_name)
         .with_context(|| format!("pack '{}' has no head '{head_name}'", m.name))?;
-    if head.kind != HeadKind::Image {
+    let (needs_image, needs_text) = match head.kind {
+        HeadKind::Image => (true, false),
+        HeadKind::Text => (false, true),
+        HeadKind::EarlyFusion | HeadKind::LateFusion => (true, true),
+    };
+    if needs_image && args.data.is_none() {
         bail!(
-            "head '{head_name}' is a {:?} head; `eval classify --data` evaluates image heads",
-            head.kind
+            "head '{head_name}' is a {} head: give photos with --data",
+            head.kind.as_str()
+        );
+    }
+    if needs_text && args.text_csv.is_none() {
+        bail!(
+            "head '{head_name}' is a {} head: give texts with --text-csv",
+            head.kind.as_str()
         );
     }
     let labels = read_labels(&pack, head)?;
-    let index: BTreeMap<&str, usize> = labels
+    let index: HashMap<&str, usize> = labels
         .iter()
         .enumerate()
         .map(|(i, l)| (l.as_str(), i))
         .collect();
-    let items: Vec<_> = list_class_folders(&args.data)?
-        .into_iter()
-        .filter(|i| match args.split {
-            Split::All => true,
-            Split::Holdout => is_holdout(&i.id, args.holdout),
-            Split::Train => !is_holdout(&i.id, args.holdout),
-        })
-        .collect();
-    if items.is_empty() {
+    let in_split = |id: &str| match args.split {
+        Split::All => true,
+        Split::Holdout => is_holdout(id, args.holdout),
+        Split::Train => !is_holdout(id, args.holdout),
+    };
+
+    let photos = match &args.data {
+        Some(dir) => {
+            let items: Vec<_> = list_class_folders(dir)?
+                .into_iter()
+                .filter(|i| in_split(&i.id))
+                .collect();
+            if let Some(i) = items.iter().find(|i| !index.contains_key(i.class.as_str())) {
+                bail!(
+                    "{}: class folder '{}' is not a class of head '{head_name}' (its classes are e.g. {})",
+                    show(dir),
+                    i.class,
+                    labels.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+                );
+            }
+            items
+        }
+        None => Vec::new(),
+    };
+    let titles: Vec<LabelledText> = match &args.text_csv {
+        Some(csv) => {
+            let (rows, bad) = read_text_csv(csv)?;
+            if bad > 0 {
+                log::warn!("{}: {bad} malformed row(s) skipped", show(csv));
+            }
+            let unknown = rows
+                .iter()
+                .filter(|r| !index.contains_key(r.class.as_str()))
+                .count();
+            if unknown > 0 {
+                log::warn!(
+                    "{}: {unknown} row(s) with labels that are not classes of head '{head_name}' skipped",
+                    show(csv)
+                );
+            }
+            rows.into_iter()
+                .filter(|r| index.contains_key(r.class.as_str()))
+                .collect()
+        }
+        None => Vec::new(),
+    };
+
+    // Which inputs each example uses.
+    let mut examples = Vec::new();
+    let mut unpaired = 0;
+    if args.data.is_some() && args.text_csv.is_some() {
+        let mut pools: HashMap<(PairPool, usize), Vec<usize>> = HashMap::new();
+        for (i, t) in titles.iter().enumerate() {
+            if let Some(pool) = title_pool(&t.id, args.holdout) {
+                pools
+                    .entry((pool, index[t.class.as_str()]))
+                    .or_default()
+                    .push(i);
+            }
+        }
+        for (i, p) in photos.iter().enumerate() {
+            let label = index[p.class.as_str()];
+            let pool = if is_holdout(&p.id, args.holdout) {
+                PairPool::Holdout
+            } else {
+                PairPool::Train
+            };
+            match pools.get(&(pool, label)).and_then(|c| pick_title(&p.id, c)) {
+                Some(&t) => examples.push(Example {
+                    photo: Some(i),
+                    text: Some(t),
+                    label,
+                }),
+                None => unpaired += 1,
+            }
+        }
+    } else if args.data.is_some() {
+        examples.extend(photos.iter().enumerate().map(|(i, p)| Example {
+            photo: Some(i),
+            text: None,
+            label: index[p.class.as_str()],
+        }));
+    } else {
+        examples.extend(
+            titles
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| in_split(&t.id))
+                .map(|(i, t)| Example {
+                    photo: None,
+                    text: Some(i),
+                    label: index[t.class.as_str()],
+                }),
+        );
+    }
+    if unpaired > 0 {
+        log::warn!(
+            "{unpaired} photo(s) had no title of their class in their pool and were left out"
+        );
+    }
+    if examples.is_empty() {
         bail!(
-            "{}: no photos in the {} split",
-            show(&args.data),
+            "no examples in the {} split of the given data",
             split_name(args.split)
         );
     }
-    if let Some(i) = items.iter().find(|i| !index.contains_key(i.class.as_str())) {
-        bail!(
-            "{}: class folder '{}' is not a class of head '{head_name}' (its classes are e.g. {})",
-            show(&args.data),
-            i.class,
-            labels
-                .iter()
-                .take(3)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
+
     let backend = args.engine.backend()?;
     let opts = args.engine.load_options()?;
-    let workers = args
+    let embedder = args
         .engine
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let single = dishcam_runtime::LoadOptions {
-        session: dishcam_runtime::backend::SessionOptions { threads: Some(1) },
-        ..opts.clone()
+        .embedder(&pack, backend.as_ref(), quiet, args.no_cache)?;
+    let photo_features = if needs_image {
+        embedder.images(
+            &photos,
+            head.encoder_output.as_deref(),
+            args.degrade,
+            &args.engine.decode_options(),
+        )?
+    } else {
+        Vec::new()
     };
-    let features = embed_images(
-        &pack,
-        backend.as_ref(),
-        &single,
-        &items,
-        head.encoder_output.as_deref(),
-        args.degrade,
-        &args.engine.decode_options(),
-        workers,
-        quiet,
-    )?;
-    let mut model = match head.encoder_output {
-        Some(_) => None,
-        None => Some(HeadModel::load(&pack, head, backend.as_ref(), &opts)?),
+    let text_features = if needs_text {
+        // Only the titles some example uses.
+        let used: Vec<usize> = {
+            let mut u: Vec<usize> = examples.iter().filter_map(|e| e.text).collect();
+            u.sort_unstable();
+            u.dedup();
+            u
+        };
+        let texts: Vec<&str> = used.iter().map(|&i| titles[i].text.as_str()).collect();
+        let emb = embedder.texts(&texts)?;
+        let mut all = vec![Vec::new(); titles.len()];
+        for (i, e) in used.into_iter().zip(emb) {
+            all[i] = e;
+        }
+        all
+    } else {
+        Vec::new()
     };
+
+    let mut classifier = Classifier::load(&pack, head, backend.as_ref(), &opts)?;
     let temperature = args.temperature.unwrap_or(head.temperature);
     let mut metrics = Metrics::new(labels.len(), 15);
     let mut skipped = 0;
-    for (item, f) in items.iter().zip(&features) {
-        let Some(f) = f else {
-            skipped += 1;
-            continue;
+    for e in &examples {
+        let image = match e.photo {
+            Some(i) if needs_image => match &photo_features[i] {
+                Some(f) => Some(f.as_slice()),
+                None => {
+                    skipped += 1;
+                    continue;
+                }
+            },
+            _ => None,
         };
-        let mut probs = match model.as_mut() {
-            Some(h) => h.logits(f)?,
-            None => f.clone(),
-        };
+        let text = e
+            .text
+            .filter(|_| needs_text)
+            .map(|i| text_features[i].as_slice());
+        let mut probs = classifier.scores(image, text)?;
         softmax_in_place(&mut probs, temperature);
-        metrics.add(index[item.class.as_str()], &probs);
+        metrics.add(e.label, &probs);
     }
+    let data = [
+        args.data.as_ref().map(|d| show(d)),
+        args.text_csv.as_ref().map(|d| show(d)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(" + ");
     let title = format!(
         "{} / head {} on {} ({} split)",
         m.name,
         head_name,
-        show(&args.data),
+        data,
         split_name(args.split)
     );
     let report = metrics.report(&labels);
     let mut v = serde_json::to_value(&report)?;
-    v["schema"] = serde_json::json!("dishcam.eval.classify/1");
-    v["pack"] = serde_json::json!(m.name);
-    v["head"] = serde_json::json!(head_name);
-    v["data"] = serde_json::json!(show(&args.data));
-    v["split"] = serde_json::json!(split_name(args.split));
-    v["temperature"] = serde_json::json!(temperature);
-    v["skipped"] = serde_json::json!(skipped);
-    v["backend"] = serde_json::json!(backend.kind().as_str());
-    v["precision"] = serde_json::json!(opts.precision.as_str());
+    v["schema"] = json!("dishcam.eval.classify/1");
+    v["pack"] = json!(m.name);
+    v["head"] = json!(head_name);
+    v["kind"] = json!(head.kind.as_str());
+    v["data"] = json!(args.data.as_ref().map(|d| show(d)));
+    v["text_csv"] = json!(args.text_csv.as_ref().map(|d| show(d)));
+    v["paired_by_class"] = json!(args.data.is_some() && args.text_csv.is_some());
+    v["split"] = json!(split_name(args.split));
+    v["temperature"] = json!(temperature);
+    v["skipped"] = json!(skipped);
+    v["unpaired"] = json!(unpaired);
+    v["backend"] = json!(backend.kind().as_str());
+    v["precision"] = json!(opts.precision.as_str());
     if let Some(out) = &args.out {
         std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", show(out)))?;
         write_atomic(
@@ -199,7 +348,7 @@ pub fn run(cmd: &EvalCommand, quiet: bool) -> anyhow::Result<ExitCode> {
         let pct = |x: Option<f64>| x.map_or("n/a".into(), |a| format!("{:.2}%", a * 100.0));
         println!("{title}");
         println!(
-            "  photos {}, top-1 {}, top-5 {}, ECE {}, NLL {} (temperature {temperature:.2})",
+            "  examples {}, top-1 {}, top-5 {}, ECE {}, NLL {} (temperature {temperature:.2})",
             report.examples,
             pct(report.top1),
             pct(report.top5),

@@ -4,7 +4,9 @@
 mod classify;
 mod embed;
 mod eval;
+mod features;
 mod models;
+mod recipes;
 mod teach;
 
 use std::path::PathBuf;
@@ -48,6 +50,11 @@ enum Command {
     Eval {
         #[command(subcommand)]
         command: eval::EvalCommand,
+    },
+    /// Import, index, search and show recipes.
+    Recipes {
+        #[command(subcommand)]
+        command: recipes::RecipesCommand,
     },
     /// Install, check and describe model packs.
     Models {
@@ -97,6 +104,35 @@ impl EngineArgs {
         })
     }
 
+    /// For commands that encode many inputs: one single-threaded encoder per worker, as many
+    /// workers as --threads (default: every core).
+    pub fn embedder<'a>(
+        &self,
+        pack: &'a Pack,
+        backend: &'a dyn backend::Backend,
+        quiet: bool,
+        no_cache: bool,
+    ) -> anyhow::Result<features::Embedder<'a>> {
+        let opts = LoadOptions {
+            session: SessionOptions { threads: Some(1) },
+            ..self.load_options()?
+        };
+        Ok(features::Embedder {
+            pack,
+            backend,
+            opts,
+            workers: self
+                .threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            quiet,
+            cache: if no_cache {
+                None
+            } else {
+                Some(features::default_cache_dir()?)
+            },
+        })
+    }
+
     pub fn decode_options(&self) -> DecodeOptions {
         DecodeOptions {
             max_pixels: self.max_pixels,
@@ -137,6 +173,7 @@ fn main() -> ExitCode {
         Command::Models { command } => models::run(&command, cli.quiet),
         Command::Teach(args) => teach::run(&args, cli.quiet),
         Command::Eval { command } => eval::run(&command, cli.quiet),
+        Command::Recipes { command } => recipes::run(&command, cli.quiet),
     };
     match result {
         Ok(code) => code,

@@ -70,9 +70,24 @@ pub fn run(cmd: &ModelsCommand, quiet: bool) -> anyhow::Result<ExitCode> {
                 bar.set_message(msg.to_string())
             });
             bar.finish_and_clear();
-            match outcome? {
-                PullOutcome::UpToDate(p) => println!("{name}: up to date at {}", show(&p)),
-                PullOutcome::Installed(p) => println!("{name}: installed at {}", show(&p)),
+            let dir = match outcome? {
+                PullOutcome::UpToDate(p) => {
+                    println!("{name}: up to date at {}", show(&p));
+                    p
+                }
+                PullOutcome::Installed(p) => {
+                    println!("{name}: installed at {}", show(&p));
+                    p
+                }
+            };
+            // The recipe index is derived data in the overlay: (re)build it when it is missing
+            // or was built with another text encoder.
+            let pack = Pack::open_dir(&dir, &home)?;
+            let opts = dishcam_runtime::LoadOptions::default();
+            if pack.manifest.recipes.is_some() && !crate::recipes::index_is_current(&pack, &opts) {
+                let backend = backend::backend(BackendKind::Tract)?;
+                let n = crate::recipes::build_index(&pack, backend.as_ref(), &opts, quiet)?;
+                println!("{name}: indexed {n} recipes");
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -1,141 +1,218 @@
-//! `dishcam teach`: fit a dish head on the device from folder-per-class photos, with the same
-//! encoder code path that serves predictions, and save it in the pack's user overlay.
+//! `dishcam teach`: fit dish heads on the device with the same encoder code path that serves
+//! predictions, and save them in the pack's user overlay (or a directory with `--out`).
+//!
+//! Four modes, by the inputs given:
+//! - `--images DIR...`: an image head over folder-per-class photos;
+//! - `--text-csv F`: a text head over UPMC-style `id,title,label` rows;
+//! - `--images DIR... --text-csv F`: image+text fusion heads (early and late) on the class-paired
+//!   proxy (see [`dishcam_runtime::dataset::title_pool`]);
+//! - `--add-to HEAD --images DIR...`: new dishes added to an existing head, refitting the whole
+//!   head on its shipped exemplars plus the new photos.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use clap::Args;
-use dishcam_models::manifest::{Head, HeadKind, Precision, Variant};
+use clap::{Args, ValueEnum};
+use dishcam_models::manifest::{Head, HeadKind, LateFusion, PackFile, Precision, Variant};
 use dishcam_models::onnx::encode;
 use dishcam_models::pack::{write_atomic, write_pack_file, OverlayManifest, OVERLAY_MANIFEST};
 use dishcam_models::Pack;
 use dishcam_runtime::classify::{softmax_in_place, top_k};
 use dishcam_runtime::dataset::{
-    degrade, is_holdout, list_class_folders, read_text_csv, LabelledImage, LabelledText,
+    is_holdout, list_class_folders, pick_title, read_text_csv, title_pool, LabelledImage, PairPool,
 };
+use dishcam_runtime::eval::Metrics;
+use dishcam_runtime::exemplars::Exemplars;
 use dishcam_runtime::fit::{
-    balanced_weights, fit_logistic, fit_temperature, nll_at_temperature, Dataset, FitConfig,
-    LinearHead,
+    balanced_weights, fit_logistic, fit_temperature, Dataset, FitConfig, LinearHead,
 };
-use dishcam_runtime::image_io::{decode_file, DecodeOptions};
-use dishcam_runtime::{Backend, ImageEncoder, LoadOptions, TextEncoder};
-use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
+use dishcam_runtime::fusion::{early_features, late_scores};
+use dishcam_runtime::head::{read_labels, HeadModel};
+use serde_json::{json, Value};
 
+use crate::features::Embedder;
 use crate::{print_json, show, EngineArgs};
 
 #[derive(Args)]
 pub struct TeachArgs {
     /// Folder-per-class photo sets (DIR/<class>/<photo>); may be given several times.
-    #[arg(
-        long = "images",
-        required_unless_present = "text_csv",
-        conflicts_with = "text_csv"
-    )]
+    #[arg(long = "images", required_unless_present = "text_csv")]
     images: Vec<PathBuf>,
-    /// Fit a text head instead, on a headerless `id,text,label` CSV (UPMC Food-101's titles).
+    /// A headerless `id,text,label` CSV (UPMC Food-101's titles). Alone: fit a text head. With
+    /// --images: fit fusion heads on photos paired with titles of their class (a proxy).
     #[arg(long)]
     text_csv: Option<PathBuf>,
-    /// Name of the head to create or replace.
-    #[arg(long, default_value = "dishes")]
-    name: String,
+    /// Add the dishes in --images to this head: the whole head is refitted on its exemplars and
+    /// the new photos (all of them train; the head keeps its temperature).
+    #[arg(long, conflicts_with_all = ["text_csv", "classes"])]
+    add_to: Option<String>,
+    /// Name of the head to create or replace (default: "dishes"; with --add-to, that head;
+    /// with fusion, "fusion", plus "<name>-late").
+    #[arg(long)]
+    name: Option<String>,
     /// Class ids, one per line, fixing the head's class order (default: sorted folder names).
     #[arg(long)]
     classes: Option<PathBuf>,
-    /// Fraction of photo ids held out for validation (by a hash of the id).
+    /// Fraction of ids held out for validation and temperature scaling (by a hash of the id).
     #[arg(long, default_value_t = 0.2)]
     holdout: f64,
-    /// Degrade every training photo to a centred PX x PX square first (Food-101's 64 px set was
-    /// made this way; train all classes at one degradation so sharpness does not leak the class).
+    /// Degrade every photo to a centred PX x PX square first (Food-101's 64 px set was made this
+    /// way; train all classes at one degradation so sharpness does not leak the class).
     #[arg(long)]
     degrade: Option<u32>,
-    /// L2 penalty on standardised weights.
-    #[arg(long, default_value_t = 1e-3)]
-    l2: f64,
+    /// L2 penalty on standardised weights (with --add-to: on the distance from the old head).
+    #[arg(long)]
+    l2: Option<f64>,
     #[arg(long, default_value_t = 300)]
     max_iters: u64,
-    /// Write head.onnx, labels.txt and head.json to DIR instead of the pack's overlay.
+    /// Exemplars kept per class with the head, for later --add-to refits (0: none).
+    #[arg(long, default_value_t = 10)]
+    exemplars: usize,
+    /// Fusion: the image head and text head to late-fuse and compare (default: the pack's
+    /// default_head and text_head).
+    #[arg(long)]
+    image_head: Option<String>,
+    #[arg(long)]
+    text_head: Option<String>,
+    /// Fusion: weight of the text head's log-probabilities in the late-fusion head.
+    #[arg(long, default_value_t = 0.5)]
+    text_weight: f32,
+    /// Fusion: which of the two fusion heads --default makes the pack's fusion head.
+    #[arg(long, value_enum, default_value = "early")]
+    fusion_mode: FusionMode,
+    /// Write each head to DIR/<name>/ (head.onnx, labels.txt, head.json, exemplars) instead of
+    /// the pack's overlay.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Make the new head the pack's default head.
+    /// Make the new head the pack's default (image head, text head or fusion head).
     #[arg(long)]
     default: bool,
+    /// Do not read or write the embedding cache.
+    #[arg(long)]
+    no_cache: bool,
     #[arg(long)]
     json: bool,
     #[command(flatten)]
     engine: EngineArgs,
 }
 
-/// Embeds `items` with one encoder per worker thread; `None` where a photo failed to decode.
-/// With `output`, returns that encoder output (e.g. a head's logits) instead of the embedding.
-#[allow(clippy::too_many_arguments)]
-pub fn embed_images(
-    pack: &Pack,
-    backend: &dyn Backend,
-    opts: &LoadOptions,
-    items: &[LabelledImage],
-    output: Option<&str>,
-    degrade_px: Option<u32>,
-    decode: &DecodeOptions,
-    workers: usize,
-    quiet: bool,
-) -> anyhow::Result<Vec<Option<Vec<f32>>>> {
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(items.len() as u64)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} photos {elapsed} (eta {eta})")
-            .expect("valid template"),
-    );
-    let workers = workers.max(1).min(items.len().max(1));
-    let chunk = items.len().div_ceil(workers).max(1);
-    let results: Vec<anyhow::Result<Vec<Option<Vec<f32>>>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| {
-                let bar = bar.clone();
-                s.spawn(move || -> anyhow::Result<Vec<Option<Vec<f32>>>> {
-                    let extra: Vec<&str> = output.into_iter().collect();
-                    let mut enc = ImageEncoder::load(pack, backend, opts, &extra)?;
-                    let mut out = Vec::with_capacity(part.len());
-                    for item in part {
-                        match decode_file(&item.path, decode) {
-                            Ok(img) => {
-                                let img = match degrade_px {
-                                    Some(px) => degrade(&img, px),
-                                    None => img,
-                                };
-                                enc.preprocess(&img)?;
-                                let mut outs = enc.run()?;
-                                out.push(outs.pop());
-                            }
-                            Err(e) => {
-                                log::warn!("skipped: {e}");
-                                out.push(None);
-                            }
-                        }
-                        bar.inc(1);
-                    }
-                    Ok(out)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("embedding worker"))
-            .collect()
-    });
-    bar.finish_and_clear();
-    let mut all = Vec::with_capacity(items.len());
-    for r in results {
-        all.extend(r?);
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FusionMode {
+    Early,
+    Late,
+}
+
+/// A head about to be written.
+pub struct NewHead<'a> {
+    pub name: String,
+    pub kind: HeadKind,
+    pub model: Option<&'a LinearHead>,
+    pub fuse: Option<LateFusion>,
+    pub labels: &'a [String],
+    pub temperature: f32,
+    pub exemplars: Option<&'a Exemplars>,
+    pub summary: Value,
+}
+
+/// One labelled example.
+struct Example {
+    id: String,
+    label: usize,
+    features: Vec<f32>,
+}
+
+/// Training and held-out rows.
+#[derive(Default)]
+struct Split {
+    train_x: Vec<f32>,
+    train_y: Vec<usize>,
+    val_x: Vec<f32>,
+    val_y: Vec<usize>,
+}
+
+impl Split {
+    fn new(examples: &[Example], holdout: f64) -> Self {
+        let mut s = Split::default();
+        for e in examples {
+            if is_holdout(&e.id, holdout) {
+                s.val_x.extend_from_slice(&e.features);
+                s.val_y.push(e.label);
+            } else {
+                s.train_x.extend_from_slice(&e.features);
+                s.train_y.push(e.label);
+            }
+        }
+        s
     }
-    Ok(all)
+}
+
+pub fn run(args: &TeachArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    if !(0.0..1.0).contains(&args.holdout) {
+        bail!("--holdout must be in [0, 1), got {}", args.holdout);
+    }
+    let pack = args.engine.open_pack()?;
+    let backend = args.engine.backend()?;
+    let embedder = args
+        .engine
+        .embedder(&pack, backend.as_ref(), quiet, args.no_cache)?;
+    let t0 = Instant::now();
+    let (heads_json, written) = match (&args.add_to, &args.text_csv) {
+        (Some(base), _) => add_classes(args, &pack, &embedder, base)?,
+        (None, Some(csv)) if !args.images.is_empty() => fit_fusion(args, &pack, &embedder, csv)?,
+        (None, Some(csv)) => fit_text(args, &pack, &embedder, csv)?,
+        (None, None) => fit_images(args, &pack, &embedder)?,
+    };
+    if args.json {
+        print_json(&json!({
+            "schema": "dishcam.teach/1",
+            "heads": heads_json,
+            "written": written.iter().map(|p| show(p)).collect::<Vec<_>>(),
+            "seconds": t0.elapsed().as_secs_f64(),
+        }));
+    } else {
+        for h in &heads_json {
+            print_summary(h);
+        }
+        for w in &written {
+            println!("written to {}", show(w));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(h: &Value) {
+    let pct = |v: &Value| {
+        v.as_f64()
+            .map_or("n/a".into(), |a| format!("{:.1}%", a * 100.0))
+    };
+    println!(
+        "head '{}' ({}): {} classes, {} training / {} held-out examples, held-out top-1 {}, temperature {:.2}",
+        h["head"].as_str().unwrap_or("?"),
+        h["kind"].as_str().unwrap_or("?"),
+        h["classes"],
+        h["train"],
+        h["holdout"],
+        pct(&h["holdout_top1"]),
+        h["temperature"].as_f64().unwrap_or(1.0),
+    );
+}
+
+/// Photos of every class folder, deduplicated by (class, id): the 10-class full-size set and the
+/// 64 px set share photos.
+fn list_images(dirs: &[PathBuf]) -> anyhow::Result<Vec<LabelledImage>> {
+    let mut seen = HashSet::new();
+    let mut items = Vec::new();
+    for dir in dirs {
+        for item in list_class_folders(dir)? {
+            if seen.insert((item.class.clone(), item.id.clone())) {
+                items.push(item);
+            }
+        }
+    }
+    Ok(items)
 }
 
 /// Reads a class list file (one id per line), or derives it from the examples' classes.
@@ -164,233 +241,593 @@ pub fn class_list<'a>(
     Ok(classes)
 }
 
-/// Every example's class must be in the class list.
-fn check_classes<'a>(
-    classes: &[String],
+/// Maps class names to indices, failing on the first example whose class is not in the list.
+fn class_index<'a>(
+    classes: &'a [String],
     mut found: impl Iterator<Item = (&'a str, String)>,
-) -> anyhow::Result<()> {
-    if let Some((class, place)) = found.find(|(c, _)| !classes.iter().any(|k| k == c)) {
-        bail!("{place}: class '{class}' is not in the class list; add it to --classes or remove those examples");
-    }
-    Ok(())
-}
-
-/// Embeds texts with one text encoder per worker thread.
-fn embed_texts(
-    pack: &Pack,
-    backend: &dyn Backend,
-    opts: &LoadOptions,
-    rows: &[LabelledText],
-    workers: usize,
-    quiet: bool,
-) -> anyhow::Result<Vec<Vec<f32>>> {
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(rows.len() as u64)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} texts {elapsed} (eta {eta})")
-            .expect("valid template"),
-    );
-    let chunk = rows.len().div_ceil(workers.max(1)).max(1);
-    let results: Vec<anyhow::Result<Vec<Vec<f32>>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = rows
-            .chunks(chunk)
-            .map(|part| {
-                let bar = bar.clone();
-                s.spawn(move || -> anyhow::Result<Vec<Vec<f32>>> {
-                    let mut enc = TextEncoder::load(pack, backend, opts)?;
-                    part.iter()
-                        .map(|r| {
-                            bar.inc(1);
-                            Ok(enc.encode(&r.text)?)
-                        })
-                        .collect()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("embedding worker"))
-            .collect()
-    });
-    bar.finish_and_clear();
-    let mut all = Vec::with_capacity(rows.len());
-    for r in results {
-        all.extend(r?);
-    }
-    Ok(all)
-}
-
-pub fn run(args: &TeachArgs, quiet: bool) -> anyhow::Result<ExitCode> {
-    if !(0.0..1.0).contains(&args.holdout) {
-        bail!("--holdout must be in [0, 1), got {}", args.holdout);
-    }
-    let pack = args.engine.open_pack()?;
-    let backend = args.engine.backend()?;
-    let opts = args.engine.load_options()?;
-    let workers = args
-        .engine
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let single = LoadOptions {
-        session: dishcam_runtime::backend::SessionOptions { threads: Some(1) },
-        ..opts.clone()
-    };
-    let t0 = Instant::now();
-    // (id, class, embedding) of every example, from photos or from texts.
-    let (kind, classes, examples, skipped) = match &args.text_csv {
-        None => {
-            let mut items = Vec::new();
-            for dir in &args.images {
-                items.extend(list_class_folders(dir)?);
-            }
-            let classes = class_list(
-                args.classes.as_deref(),
-                items.iter().map(|i| i.class.as_str()),
-            )?;
-            check_classes(
-                &classes,
-                items.iter().map(|i| (i.class.as_str(), show(&i.path))),
-            )?;
-            let embeddings = embed_images(
-                &pack,
-                backend.as_ref(),
-                &single,
-                &items,
-                None,
-                args.degrade,
-                &args.engine.decode_options(),
-                workers,
-                quiet,
-            )?;
-            let skipped = embeddings.iter().filter(|e| e.is_none()).count();
-            let ex: Vec<_> = items
-                .into_iter()
-                .zip(embeddings)
-                .map(|(i, e)| (i.id, i.class, e))
-                .collect();
-            (HeadKind::Image, classes, ex, skipped)
-        }
-        Some(csv) => {
-            let (rows, bad) = read_text_csv(csv)?;
-            if bad > 0 {
-                log::warn!("{}: {bad} malformed row(s) skipped", show(csv));
-            }
-            let classes = class_list(
-                args.classes.as_deref(),
-                rows.iter().map(|r| r.class.as_str()),
-            )?;
-            check_classes(
-                &classes,
-                rows.iter()
-                    .map(|r| (r.class.as_str(), format!("{}: row '{}'", show(csv), r.id))),
-            )?;
-            let embeddings = embed_texts(&pack, backend.as_ref(), &single, &rows, workers, quiet)?;
-            let ex: Vec<_> = rows
-                .into_iter()
-                .zip(embeddings)
-                .map(|(r, e)| (r.id, r.class, Some(e)))
-                .collect();
-            (HeadKind::Text, classes, ex, bad)
-        }
-    };
-    let index: BTreeMap<&str, usize> = classes
+) -> anyhow::Result<HashMap<&'a str, usize>> {
+    let index: HashMap<&str, usize> = classes
         .iter()
         .enumerate()
         .map(|(i, c)| (c.as_str(), i))
         .collect();
-    let embed_s = t0.elapsed().as_secs_f64();
+    if let Some((class, place)) = found.find(|(c, _)| !index.contains_key(c)) {
+        bail!("{place}: class '{class}' is not in the class list; add it to --classes or remove those examples");
+    }
+    Ok(index)
+}
+
+/// Embeds photos; returns the examples that decoded and the number skipped.
+fn embed_photos(
+    args: &TeachArgs,
+    embedder: &Embedder,
+    items: &[LabelledImage],
+    index: &HashMap<&str, usize>,
+) -> anyhow::Result<(Vec<Example>, usize)> {
+    let embeddings = embedder.images(items, None, args.degrade, &args.engine.decode_options())?;
+    let skipped = embeddings.iter().filter(|e| e.is_none()).count();
     if skipped > 0 {
-        log::warn!("{skipped} example(s) could not be read and were skipped");
+        log::warn!("{skipped} photo(s) could not be read and were skipped");
     }
-    let dim = examples
+    let examples: Vec<Example> = items
         .iter()
-        .filter_map(|e| e.2.as_ref())
-        .next()
-        .map(Vec::len)
-        .context("no example could be read")?;
-    let (mut train_x, mut train_y, mut val_x, mut val_y) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (id, class, e) in &examples {
-        let Some(e) = e else { continue };
-        let y = index[class.as_str()];
-        if is_holdout(id, args.holdout) {
-            val_x.extend_from_slice(e);
-            val_y.push(y);
-        } else {
-            train_x.extend_from_slice(e);
-            train_y.push(y);
-        }
+        .zip(embeddings)
+        .filter_map(|(i, e)| {
+            Some(Example {
+                id: i.id.clone(),
+                label: index[i.class.as_str()],
+                features: e?,
+            })
+        })
+        .collect();
+    if examples.is_empty() {
+        bail!("none of the {} photos could be read", items.len());
     }
-    let weights = balanced_weights(&train_y, classes.len());
-    let t1 = Instant::now();
+    Ok((examples, skipped))
+}
+
+fn fit_config(args: &TeachArgs, default_l2: f64, anchor: bool) -> FitConfig {
+    FitConfig {
+        l2: args.l2.unwrap_or(default_l2),
+        max_iters: args.max_iters,
+        anchor,
+        ..FitConfig::default()
+    }
+}
+
+/// A fitted head with its temperature and held-out statistics.
+struct Fitted {
+    head: LinearHead,
+    temperature: f32,
+    summary: Value,
+}
+
+/// Fits a head on the split's training rows; temperature and statistics on its held-out rows.
+fn fit_split(
+    split: &Split,
+    dim: usize,
+    classes: usize,
+    cfg: &FitConfig,
+    init: Option<&LinearHead>,
+) -> anyhow::Result<Fitted> {
+    let weights = balanced_weights(&split.train_y, classes);
+    let t = Instant::now();
     let (head, report) = fit_logistic(
         &Dataset {
-            features: &train_x,
-            labels: &train_y,
+            features: &split.train_x,
+            labels: &split.train_y,
             weights: &weights,
             dim,
-            classes: classes.len(),
+            classes,
         },
-        &FitConfig {
-            l2: args.l2,
-            max_iters: args.max_iters,
-            ..FitConfig::default()
-        },
-        None,
+        cfg,
+        init,
     )?;
-    let fit_s = t1.elapsed().as_secs_f64();
-    let val_logits: Vec<f32> = val_x
+    let fit_s = t.elapsed().as_secs_f64();
+    let val_logits: Vec<f32> = split
+        .val_x
         .chunks_exact(dim)
         .flat_map(|r| head.logits(r))
         .collect();
-    let temperature = if val_y.is_empty() {
+    let temperature = if split.val_y.is_empty() {
         1.0
     } else {
-        fit_temperature(&val_logits, &val_y, classes.len())
+        fit_temperature(&val_logits, &split.val_y, classes)
     };
-    let top1 = accuracy(&val_logits, &val_y, classes.len(), 1);
-    let summary = json!({
-        "schema": "dishcam.teach/1",
-        "head": args.name,
-        "classes": classes.len(),
-        "train": train_y.len(),
-        "holdout": val_y.len(),
-        "skipped": skipped,
-        "holdout_top1": top1,
-        "holdout_top5": accuracy(&val_logits, &val_y, classes.len(), 5),
-        "holdout_nll": if val_y.is_empty() { None } else { Some(nll_at_temperature(&val_logits, &val_y, classes.len(), 1.0)) },
-        "holdout_nll_scaled": if val_y.is_empty() { None } else { Some(nll_at_temperature(&val_logits, &val_y, classes.len(), temperature as f64)) },
-        "temperature": temperature,
-        "iterations": report.iterations,
-        "embed_seconds": embed_s,
-        "fit_seconds": fit_s,
-    });
-    let written = save_head(&pack, args, kind, &head, &classes, temperature, &summary)?;
-    if args.json {
-        let mut s = summary;
-        s["written"] = json!(show(&written));
-        print_json(&s);
-    } else {
-        println!(
-            "head '{}': {} classes, {} training / {} held-out photos, held-out top-1 {}, temperature {:.2}; embedding {:.1} s, fit {:.1} s",
-            args.name,
-            classes.len(),
-            train_y.len(),
-            val_y.len(),
-            top1.map_or("n/a".into(), |a| format!("{:.1}%", a * 100.0)),
-            temperature,
-            embed_s,
-            fit_s
-        );
-        println!("written to {}", show(&written));
-    }
-    Ok(ExitCode::SUCCESS)
+    let mut summary = holdout_stats(&val_logits, &split.val_y, classes, temperature);
+    summary["classes"] = json!(classes);
+    summary["train"] = json!(split.train_y.len());
+    summary["holdout"] = json!(split.val_y.len());
+    summary["iterations"] = json!(report.iterations);
+    summary["fit_seconds"] = json!(fit_s);
+    summary["l2"] = json!(cfg.l2);
+    Ok(Fitted {
+        head,
+        temperature,
+        summary,
+    })
 }
 
-/// Fraction of rows whose label is among the top `k` logits.
+/// Top-1/top-5 of held-out logits, and NLL and ECE before and after temperature scaling.
+pub fn holdout_stats(logits: &[f32], labels: &[usize], classes: usize, temperature: f32) -> Value {
+    let at = |t: f32| {
+        let mut m = Metrics::new(classes, 15);
+        for (row, &y) in logits.chunks_exact(classes).zip(labels) {
+            let mut p = row.to_vec();
+            softmax_in_place(&mut p, t);
+            m.add(y, &p);
+        }
+        m.report(&[])
+    };
+    let raw = at(1.0);
+    let scaled = at(temperature);
+    json!({
+        "holdout_top1": raw.top1,
+        "holdout_top5": raw.top5,
+        "holdout_nll": raw.nll,
+        "holdout_ece": raw.ece,
+        "holdout_nll_scaled": scaled.nll,
+        "holdout_ece_scaled": scaled.ece,
+        "temperature": temperature,
+    })
+}
+
+fn fit_images(
+    args: &TeachArgs,
+    pack: &Pack,
+    embedder: &Embedder,
+) -> anyhow::Result<(Vec<Value>, Vec<PathBuf>)> {
+    let items = list_images(&args.images)?;
+    let classes = class_list(
+        args.classes.as_deref(),
+        items.iter().map(|i| i.class.as_str()),
+    )?;
+    let index = class_index(
+        &classes,
+        items.iter().map(|i| (i.class.as_str(), show(&i.path))),
+    )?;
+    let t = Instant::now();
+    let (examples, skipped) = embed_photos(args, embedder, &items, &index)?;
+    let embed_s = t.elapsed().as_secs_f64();
+    let dim = examples[0].features.len();
+    let split = Split::new(&examples, args.holdout);
+    let fitted = fit_split(
+        &split,
+        dim,
+        classes.len(),
+        &fit_config(args, 1e-3, false),
+        None,
+    )?;
+    let exemplars = Exemplars::select(&split.train_x, &split.train_y, dim, args.exemplars);
+    let name = args.name.clone().unwrap_or_else(|| "dishes".into());
+    let mut summary = fitted.summary;
+    summary["head"] = json!(name);
+    summary["kind"] = json!("image");
+    summary["skipped"] = json!(skipped);
+    summary["embed_seconds"] = json!(embed_s);
+    summary["degrade"] = json!(args.degrade);
+    summary["exemplars"] = json!(exemplars.len());
+    let head = NewHead {
+        name,
+        kind: HeadKind::Image,
+        model: Some(&fitted.head),
+        fuse: None,
+        labels: &classes,
+        temperature: fitted.temperature,
+        exemplars: (args.exemplars > 0).then_some(&exemplars),
+        summary: summary.clone(),
+    };
+    let written = save_heads(pack, args.out.as_deref(), &[head], args.default)?;
+    Ok((vec![summary], written))
+}
+
+fn fit_text(
+    args: &TeachArgs,
+    pack: &Pack,
+    embedder: &Embedder,
+    csv: &Path,
+) -> anyhow::Result<(Vec<Value>, Vec<PathBuf>)> {
+    let (rows, bad) = read_text_csv(csv)?;
+    if bad > 0 {
+        log::warn!("{}: {bad} malformed row(s) skipped", show(csv));
+    }
+    let classes = class_list(
+        args.classes.as_deref(),
+        rows.iter().map(|r| r.class.as_str()),
+    )?;
+    let index = class_index(
+        &classes,
+        rows.iter()
+            .map(|r| (r.class.as_str(), format!("{}: row '{}'", show(csv), r.id))),
+    )?;
+    let t = Instant::now();
+    let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
+    let embeddings = embedder.texts(&texts)?;
+    let embed_s = t.elapsed().as_secs_f64();
+    let dim = embeddings.first().map_or(0, Vec::len);
+    let examples: Vec<Example> = rows
+        .iter()
+        .zip(embeddings)
+        .map(|(r, e)| Example {
+            id: r.id.clone(),
+            label: index[r.class.as_str()],
+            features: e,
+        })
+        .collect();
+    let split = Split::new(&examples, args.holdout);
+    let fitted = fit_split(
+        &split,
+        dim,
+        classes.len(),
+        &fit_config(args, 1e-3, false),
+        None,
+    )?;
+    let exemplars = Exemplars::select(&split.train_x, &split.train_y, dim, args.exemplars);
+    let name = args.name.clone().unwrap_or_else(|| "dishes-text".into());
+    let mut summary = fitted.summary;
+    summary["head"] = json!(name);
+    summary["kind"] = json!("text");
+    summary["skipped"] = json!(bad);
+    summary["embed_seconds"] = json!(embed_s);
+    summary["exemplars"] = json!(exemplars.len());
+    let head = NewHead {
+        name,
+        kind: HeadKind::Text,
+        model: Some(&fitted.head),
+        fuse: None,
+        labels: &classes,
+        temperature: fitted.temperature,
+        exemplars: (args.exemplars > 0).then_some(&exemplars),
+        summary: summary.clone(),
+    };
+    let written = save_heads(pack, args.out.as_deref(), &[head], args.default)?;
+    Ok((vec![summary], written))
+}
+
+/// A head of the pack by name, or the pack's default of that kind.
+fn pick_head<'a>(
+    pack: &'a Pack,
+    name: Option<&str>,
+    default: Option<&str>,
+    kind: HeadKind,
+) -> anyhow::Result<&'a Head> {
+    let m = &pack.manifest;
+    let name = name.or(default).with_context(|| {
+        format!(
+            "pack '{}' has no default {} head; name one",
+            m.name,
+            kind.as_str()
+        )
+    })?;
+    let head = m
+        .head(name)
+        .with_context(|| format!("pack '{}' has no head '{name}'", m.name))?;
+    if head.kind != kind {
+        bail!(
+            "head '{name}' is a {} head; a {} head is needed here",
+            head.kind.as_str(),
+            kind.as_str()
+        );
+    }
+    Ok(head)
+}
+
+fn fit_fusion(
+    args: &TeachArgs,
+    pack: &Pack,
+    embedder: &Embedder,
+    csv: &Path,
+) -> anyhow::Result<(Vec<Value>, Vec<PathBuf>)> {
+    if !(0.0..=1.0).contains(&args.text_weight) {
+        bail!("--text-weight must be in [0, 1], got {}", args.text_weight);
+    }
+    let m = &pack.manifest;
+    let image_head = pick_head(
+        pack,
+        args.image_head.as_deref(),
+        m.default_head.as_deref(),
+        HeadKind::Image,
+    )?;
+    let text_head = pick_head(
+        pack,
+        args.text_head.as_deref(),
+        m.text_head.as_deref(),
+        HeadKind::Text,
+    )?;
+    let classes = read_labels(pack, image_head)?;
+    if read_labels(pack, text_head)? != classes {
+        bail!(
+            "heads '{}' and '{}' have different classes; fusion needs the same classes in the same order",
+            image_head.name,
+            text_head.name
+        );
+    }
+    let items = list_images(&args.images)?;
+    let index = class_index(
+        &classes,
+        items.iter().map(|i| (i.class.as_str(), show(&i.path))),
+    )?;
+    let (rows, bad) = read_text_csv(csv)?;
+    if bad > 0 {
+        log::warn!("{}: {bad} malformed row(s) skipped", show(csv));
+    }
+    let pools = PairedTitles::new(&rows, args.holdout, &index);
+    let photos = embed_photos(args, embedder, &items, &index)?.0;
+    let titles = embedder.texts(&pools.texts)?;
+    let backend = embedder.backend;
+    let opts = args.engine.load_options()?;
+    let mut image_model = HeadModel::load(pack, image_head, backend, &opts)?;
+    let mut text_model = HeadModel::load(pack, text_head, backend, &opts)?;
+    let k = classes.len();
+
+    // Pair every photo with a title of its class from its split's pool.
+    let mut early = Vec::new();
+    let (mut img_logits, mut txt_logits) = (Vec::new(), Vec::new());
+    let mut unpaired = 0;
+    for p in &photos {
+        let pool = if is_holdout(&p.id, args.holdout) {
+            PairPool::Holdout
+        } else {
+            PairPool::Train
+        };
+        let Some(&t) = pick_title(&p.id, pools.of(pool, p.label)) else {
+            unpaired += 1;
+            continue;
+        };
+        img_logits.push(image_model.logits(&p.features)?);
+        txt_logits.push(text_model.logits(&titles[t])?);
+        early.push(Example {
+            id: p.id.clone(),
+            label: p.label,
+            features: early_features(&p.features, &titles[t]),
+        });
+    }
+    if unpaired > 0 {
+        log::warn!(
+            "{unpaired} photo(s) had no title of their class in their pool and were left out"
+        );
+    }
+    let dim = early.first().map_or(0, |e| e.features.len());
+    let split = Split::new(&early, args.holdout);
+    let fitted = fit_split(&split, dim, k, &fit_config(args, 1e-3, false), None)?;
+
+    // Late fusion mixes the two temperature-calibrated heads with a fixed weight (0.5: the
+    // product of the two experts, renormalised). It is not tuned on the training pairs: the
+    // image head has seen those photos, so a tuned weight leans towards the image (measured:
+    // 0.1, and worse held-out accuracy).
+    let weight = args.text_weight;
+    let is_val: Vec<bool> = early
+        .iter()
+        .map(|e| is_holdout(&e.id, args.holdout))
+        .collect();
+    let mut va = Vec::new();
+    let mut vb = Vec::new();
+    let mut vy = Vec::new();
+    let mut train_pairs = 0;
+    for (i, e) in early.iter().enumerate() {
+        if is_val[i] {
+            va.extend_from_slice(&img_logits[i]);
+            vb.extend_from_slice(&txt_logits[i]);
+            vy.push(e.label);
+        } else {
+            train_pairs += 1;
+        }
+    }
+    let late_val: Vec<f32> = va
+        .chunks_exact(k)
+        .zip(vb.chunks_exact(k))
+        .flat_map(|(x, y)| late_scores(x, image_head.temperature, y, text_head.temperature, weight))
+        .collect();
+    // The mix of two calibrated heads is not calibrated itself (a weighted geometric mean is
+    // flatter): it gets its own temperature, fitted on the held-out pairs as every head's is.
+    let late_t = if vy.is_empty() {
+        1.0
+    } else {
+        fit_temperature(&late_val, &vy, k)
+    };
+    let scaled = |logits: &[f32], t: f32| -> Vec<f32> { logits.iter().map(|l| l / t).collect() };
+    let comparison = json!({
+        "note": "class-paired proxy: each photo is paired with a random title of its class, so the fused numbers leak the label and are not comparable to real UPMC pairs",
+        "holdout_pairs": vy.len(),
+        "image_only_top1": accuracy(&va, &vy, k, 1),
+        "text_only_top1": accuracy(&vb, &vy, k, 1),
+        "early_fusion_top1": fitted.summary["holdout_top1"],
+        "late_fusion_top1": accuracy(&late_val, &vy, k, 1),
+        "late_fusion_text_weight": weight,
+        "image_only": holdout_stats(&scaled(&va, image_head.temperature), &vy, k, 1.0),
+        "text_only": holdout_stats(&scaled(&vb, text_head.temperature), &vy, k, 1.0),
+        "late_fusion": holdout_stats(&late_val, &vy, k, late_t),
+    });
+    let name = args.name.clone().unwrap_or_else(|| "fusion".into());
+    let late_name = format!("{name}-late");
+    let mut summary = fitted.summary;
+    summary["head"] = json!(name);
+    summary["kind"] = json!("early-fusion");
+    summary["image_head"] = json!(image_head.name);
+    summary["text_head"] = json!(text_head.name);
+    summary["unpaired"] = json!(unpaired);
+    summary["proxy"] = comparison;
+    let mut late_summary = json!({
+        "head": late_name,
+        "kind": "late-fusion",
+        "classes": k,
+        "train": train_pairs,
+        "holdout": vy.len(),
+        "text_weight": weight,
+        "temperature": late_t,
+    });
+    late_summary["holdout_top1"] = summary["proxy"]["late_fusion_top1"].clone();
+    let fuse_spec = LateFusion {
+        image_head: image_head.name.clone(),
+        text_head: text_head.name.clone(),
+        text_weight: weight,
+    };
+    let mut heads = vec![
+        NewHead {
+            name: name.clone(),
+            kind: HeadKind::EarlyFusion,
+            model: Some(&fitted.head),
+            fuse: None,
+            labels: &classes,
+            temperature: fitted.temperature,
+            exemplars: None,
+            summary: summary.clone(),
+        },
+        NewHead {
+            name: late_name,
+            kind: HeadKind::LateFusion,
+            model: None,
+            fuse: Some(fuse_spec),
+            labels: &classes,
+            temperature: late_t,
+            exemplars: None,
+            summary: late_summary.clone(),
+        },
+    ];
+    if args.fusion_mode == FusionMode::Late {
+        heads.swap(0, 1);
+    }
+    let written = save_heads(pack, args.out.as_deref(), &heads, args.default)?;
+    Ok((vec![summary, late_summary], written))
+}
+
+/// Titles outside the text head's training split, by pool and class.
+struct PairedTitles<'a> {
+    texts: Vec<&'a str>,
+    /// (pool, class) -> indices into `texts`.
+    by: HashMap<(PairPool, usize), Vec<usize>>,
+}
+
+impl<'a> PairedTitles<'a> {
+    fn new(
+        rows: &'a [dishcam_runtime::dataset::LabelledText],
+        holdout: f64,
+        index: &HashMap<&str, usize>,
+    ) -> Self {
+        let mut texts = Vec::new();
+        let mut by: HashMap<(PairPool, usize), Vec<usize>> = HashMap::new();
+        for r in rows {
+            let (Some(pool), Some(&c)) = (title_pool(&r.id, holdout), index.get(r.class.as_str()))
+            else {
+                continue;
+            };
+            by.entry((pool, c)).or_default().push(texts.len());
+            texts.push(r.text.as_str());
+        }
+        Self { texts, by }
+    }
+
+    fn of(&self, pool: PairPool, class: usize) -> &[usize] {
+        self.by.get(&(pool, class)).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// `--add-to`: refit an existing head with new dishes from a few photos each.
+fn add_classes(
+    args: &TeachArgs,
+    pack: &Pack,
+    embedder: &Embedder,
+    base: &str,
+) -> anyhow::Result<(Vec<Value>, Vec<PathBuf>)> {
+    let m = &pack.manifest;
+    let head = pick_head(pack, Some(base), None, HeadKind::Image)?;
+    let exemplar_file = head.exemplars.as_ref().with_context(|| {
+        format!("head '{base}' ships no exemplars, so it cannot be extended; refit it from all its photos with `dishcam teach --images DIR...`")
+    })?;
+    let variant = head
+        .variants
+        .get(&Precision::Fp32)
+        .with_context(|| format!("head '{base}' has no fp32 model to extend"))?;
+    let bytes = pack.read_verified(&format!("heads.{base}.variants.fp32"), &variant.onnx)?;
+    let old = LinearHead::from_onnx(&bytes, &show(&pack.path(&variant.onnx)))?;
+    let old_labels = read_labels(pack, head)?;
+    let exemplar_bytes = pack.read_verified(&format!("heads.{base}.exemplars"), exemplar_file)?;
+    let old_exemplars = Exemplars::from_bytes(&exemplar_bytes, old.dim, old.classes)
+        .with_context(|| show(&pack.path(exemplar_file)))?;
+
+    let items = list_images(&args.images)?;
+    let mut classes = old_labels.clone();
+    for i in &items {
+        if !classes.contains(&i.class) {
+            classes.push(i.class.clone());
+        }
+    }
+    let index = class_index(
+        &classes,
+        items.iter().map(|i| (i.class.as_str(), show(&i.path))),
+    )?;
+    let t = Instant::now();
+    let (examples, skipped) = embed_photos(args, embedder, &items, &index)?;
+    let embed_s = t.elapsed().as_secs_f64();
+    if examples[0].features.len() != old.dim {
+        bail!(
+            "head '{base}' takes {}-d features but the pack's image encoder gives {}",
+            old.dim,
+            examples[0].features.len()
+        );
+    }
+    let k = classes.len();
+    // Old rows as they were, a zero row per new class; the refit is penalised by its distance
+    // from this head, so the old decisions move only as much as the new classes need.
+    let mut init = old.clone();
+    init.classes = k;
+    init.weight.resize(k * old.dim, 0.0);
+    init.bias.resize(k, 0.0);
+    let mut split = Split {
+        train_x: old_exemplars.features.clone(),
+        train_y: old_exemplars.labels.clone(),
+        ..Split::default()
+    };
+    let (mut new_x, mut new_y) = (Vec::new(), Vec::new());
+    for e in &examples {
+        new_x.extend_from_slice(&e.features);
+        new_y.push(e.label);
+    }
+    split.train_x.extend_from_slice(&new_x);
+    split.train_y.extend_from_slice(&new_y);
+    let t = Instant::now();
+    let fitted = fit_split(
+        &split,
+        old.dim,
+        k,
+        &fit_config(args, 1e-2, true),
+        Some(&init),
+    )?;
+    let fit_s = t.elapsed().as_secs_f64();
+    let mut exemplars = old_exemplars;
+    let fresh = Exemplars::select(&new_x, &new_y, old.dim, args.exemplars.max(1));
+    exemplars.features.extend_from_slice(&fresh.features);
+    exemplars.labels.extend_from_slice(&fresh.labels);
+
+    let name = args.name.clone().unwrap_or_else(|| base.to_string());
+    let added: Vec<&String> = classes[old_labels.len()..].iter().collect();
+    let mut summary = fitted.summary;
+    summary["head"] = json!(name);
+    summary["kind"] = json!("image");
+    summary["extended"] = json!(base);
+    summary["added_classes"] = json!(added);
+    summary["new_photos"] = json!(examples.len());
+    summary["skipped"] = json!(skipped);
+    summary["embed_seconds"] = json!(embed_s);
+    summary["refit_seconds"] = json!(fit_s);
+    summary["temperature"] = json!(head.temperature);
+    summary["exemplars"] = json!(exemplars.len());
+    let new = NewHead {
+        name,
+        kind: HeadKind::Image,
+        model: Some(&fitted.head),
+        fuse: None,
+        labels: &classes,
+        temperature: head.temperature,
+        exemplars: Some(&exemplars),
+        summary: summary.clone(),
+    };
+    let default = args.default || m.default_head.as_deref() == Some(base);
+    let written = save_heads(pack, args.out.as_deref(), &[new], default)?;
+    Ok((vec![summary], written))
+}
+
+/// Fraction of rows whose label is among the top `k` scores.
 pub fn accuracy(logits: &[f32], labels: &[usize], classes: usize, k: usize) -> Option<f64> {
     if labels.is_empty() {
         return None;
@@ -398,73 +835,120 @@ pub fn accuracy(logits: &[f32], labels: &[usize], classes: usize, k: usize) -> O
     let hits = logits
         .chunks_exact(classes)
         .zip(labels)
-        .filter(|(row, y)| {
-            let mut p = row.to_vec();
-            softmax_in_place(&mut p, 1.0);
-            top_k(&p, k).iter().any(|s| s.class == **y)
-        })
+        .filter(|(row, y)| top_k(row, k).iter().any(|s| s.class == **y))
         .count();
     Some(hits as f64 / labels.len() as f64)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn save_head(
+/// Writes heads to `out/<name>/`, or into the pack's overlay in one atomic manifest update.
+/// With `default`, the first head becomes the pack's default head of its kind.
+pub fn save_heads(
     pack: &Pack,
-    args: &TeachArgs,
-    kind: HeadKind,
-    head: &LinearHead,
-    classes: &[String],
-    temperature: f32,
-    summary: &serde_json::Value,
-) -> anyhow::Result<PathBuf> {
-    let onnx = encode(&head.to_onnx("features", &format!("dishcam teach head '{}'", args.name)));
-    let labels = classes.join("\n") + "\n";
-    if let Some(out) = &args.out {
-        std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", show(out)))?;
-        write_atomic(&out.join("head.onnx"), &onnx)?;
-        write_atomic(&out.join("labels.txt"), labels.as_bytes())?;
-        let mut meta = summary.clone();
-        meta["temperature"] = json!(temperature);
-        write_atomic(
-            &out.join("head.json"),
-            serde_json::to_string_pretty(&meta)?.as_bytes(),
-        )?;
-        return Ok(out.clone());
-    }
-    // The overlay: files go to a fresh directory, then overlay.toml is replaced atomically, so a
-    // crash leaves the previous overlay intact.
-    let rel = format!("heads/{}-{}", args.name, std::process::id());
-    let dir = pack.overlay_dir.join(&rel);
-    let onnx_file = write_pack_file(&dir, "head.onnx", &onnx)?;
-    let labels_file = write_pack_file(&dir, "labels.txt", labels.as_bytes())?;
-    let prefix = |mut f: dishcam_models::manifest::PackFile| {
-        f.file = format!("{rel}/{}", f.file);
-        f
+    out: Option<&Path>,
+    heads: &[NewHead],
+    default: bool,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let files = |h: &NewHead| -> Vec<(&'static str, Vec<u8>)> {
+        let mut v = vec![("labels.txt", (h.labels.join("\n") + "\n").into_bytes())];
+        if let Some(model) = h.model {
+            let doc = format!("dishcam teach head '{}'", h.name);
+            v.push(("head.onnx", encode(&model.to_onnx("features", &doc))));
+        }
+        if let Some(e) = h.exemplars {
+            v.push(("exemplars.safetensors", e.to_bytes()));
+        }
+        v
     };
+    if let Some(out) = out {
+        let mut written = Vec::new();
+        for h in heads {
+            let dir = out.join(&h.name);
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("{}: cannot create", show(&dir)))?;
+            for (name, bytes) in files(h) {
+                write_atomic(&dir.join(name), &bytes)?;
+            }
+            let mut meta = h.summary.clone();
+            meta["temperature"] = json!(h.temperature);
+            if let Some(f) = &h.fuse {
+                meta["fuse"] = json!({"image_head": f.image_head, "text_head": f.text_head, "text_weight": f.text_weight});
+            }
+            write_atomic(
+                &dir.join("head.json"),
+                (serde_json::to_string_pretty(&meta)? + "\n").as_bytes(),
+            )?;
+            written.push(dir);
+        }
+        return Ok(written);
+    }
+    // The overlay: files go to fresh directories, then overlay.toml is replaced atomically, so a
+    // crash leaves the previous overlay intact.
     let opath = pack.overlay_dir.join(OVERLAY_MANIFEST);
     let mut overlay: OverlayManifest = match std::fs::read_to_string(&opath) {
         Ok(t) => toml::from_str(&t).with_context(|| format!("{}: cannot parse", show(&opath)))?,
         Err(_) => OverlayManifest::default(),
     };
-    overlay.heads.retain(|h| h.name != args.name);
-    overlay.heads.push(Head {
-        name: args.name.clone(),
-        kind,
-        encoder_output: None,
-        variants: BTreeMap::from([(
-            Precision::Fp32,
-            Variant {
-                onnx: prefix(onnx_file),
-                note: "dishcam teach".into(),
-            },
-        )]),
-        labels: prefix(labels_file),
-        classes: classes.len(),
-        temperature,
-    });
-    if args.default {
-        overlay.default_head = Some(args.name.clone());
+    let mut written = Vec::new();
+    for h in heads {
+        let rel = format!("heads/{}-{}", h.name, std::process::id());
+        let dir = pack.overlay_dir.join(&rel);
+        let mut stored: BTreeMap<&str, PackFile> = BTreeMap::new();
+        for (name, bytes) in files(h) {
+            let mut f = write_pack_file(&dir, name, &bytes)?;
+            f.file = format!("{rel}/{}", f.file);
+            stored.insert(name, f);
+        }
+        overlay.heads.retain(|o| o.name != h.name);
+        overlay.heads.push(Head {
+            name: h.name.clone(),
+            kind: h.kind,
+            encoder_output: None,
+            variants: stored
+                .remove("head.onnx")
+                .map(|onnx| {
+                    BTreeMap::from([(
+                        Precision::Fp32,
+                        Variant {
+                            onnx,
+                            note: "dishcam teach".into(),
+                        },
+                    )])
+                })
+                .unwrap_or_default(),
+            labels: stored
+                .remove("labels.txt")
+                .expect("labels are always written"),
+            classes: h.labels.len(),
+            temperature: h.temperature,
+            exemplars: stored.remove("exemplars.safetensors"),
+            fuse: h.fuse.clone(),
+        });
+        written.push(dir);
+    }
+    if default {
+        let first = &heads[0];
+        match first.kind {
+            HeadKind::Image => overlay.default_head = Some(first.name.clone()),
+            HeadKind::Text => overlay.text_head = Some(first.name.clone()),
+            HeadKind::EarlyFusion | HeadKind::LateFusion => {
+                overlay.fusion_head = Some(first.name.clone())
+            }
+        }
+    }
+    // The merged manifest must still be valid (e.g. a late-fusion head's parts exist).
+    let merged = pack.with_overlay(overlay.clone());
+    let problems = merged.validate();
+    if !problems.is_empty() {
+        bail!(
+            "the new heads would make pack '{}' invalid: {}",
+            pack.manifest.name,
+            problems
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
     }
     write_atomic(&opath, toml::to_string_pretty(&overlay)?.as_bytes())?;
-    Ok(dir)
+    Ok(written)
 }

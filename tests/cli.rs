@@ -56,7 +56,10 @@ fn classify_json_follows_the_documented_schema() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["schema"], "dishcam.classify/1");
     assert_eq!(v["pack"], "lite");
-    assert_eq!(v["head"], "imagenet");
+    assert_eq!(
+        v["head"], "food101",
+        "the lite pack names Food-101 dishes by default"
+    );
     assert_eq!(v["backend"], "tract");
     assert_eq!(v["precision"], "fp32");
     assert_eq!(
@@ -226,11 +229,20 @@ fn pack_copy() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("lite");
     std::fs::create_dir_all(&dest).unwrap();
-    for entry in std::fs::read_dir(&pack.dir).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dest.join(entry.file_name())).unwrap();
-    }
+    copy_tree(&pack.dir, &dest);
     (dir, dest)
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
 }
 
 fn s(p: &Path) -> &str {
@@ -264,7 +276,7 @@ fn damaged_packs_are_refused_with_the_field_and_the_fix() {
         "{err}"
     );
     assert_fails_with(
-        &dishcam(&["classify", &img, "--pack", s(&dir)]),
+        &dishcam(&["classify", &img, "--head", "imagenet", "--pack", s(&dir)]),
         &["imagenet_labels.txt", "sha256"],
     );
 
@@ -311,7 +323,14 @@ fn packs_may_not_reach_outside_their_directory() {
     std::fs::rename(dir2.join("imagenet_labels.txt"), &outside).unwrap();
     std::os::unix::fs::symlink(&outside, dir2.join("imagenet_labels.txt")).unwrap();
     assert_fails_with(
-        &dishcam(&["classify", &image("tiny_1x1.png"), "--pack", s(&dir2)]),
+        &dishcam(&[
+            "classify",
+            &image("tiny_1x1.png"),
+            "--head",
+            "imagenet",
+            "--pack",
+            s(&dir2),
+        ]),
         &["outside the pack directory"],
     );
 }

@@ -4,6 +4,7 @@
 //! This crate depends on no other dishcam crate.
 
 pub mod import;
+pub mod lite_heads;
 pub mod manifest;
 pub mod onnx;
 pub mod pack;

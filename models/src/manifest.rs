@@ -30,9 +30,18 @@ pub struct Manifest {
     pub text_encoder: Option<TextEncoder>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub heads: Vec<Head>,
-    /// The head `classify` uses when none is named.
+    /// The head `classify` uses for photos when none is named.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_head: Option<String>,
+    /// Bundled recipes (JSONL, one recipe per line) that `dishcam recipes` indexes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipes: Option<PackFile>,
+    /// The head `classify --text` uses when none is named (a `text` head).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_head: Option<String>,
+    /// The head `classify PHOTO --text ...` uses (an `early-fusion` or `late-fusion` head).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fusion_head: Option<String>,
 }
 
 /// One source the pack was built from.
@@ -319,6 +328,17 @@ pub enum HeadKind {
     LateFusion,
 }
 
+impl HeadKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeadKind::Image => "image",
+            HeadKind::Text => "text",
+            HeadKind::EarlyFusion => "early-fusion",
+            HeadKind::LateFusion => "late-fusion",
+        }
+    }
+}
+
 /// A classifier over an encoder's output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -337,6 +357,23 @@ pub struct Head {
     /// Softmax temperature from calibration (1.0 = none).
     #[serde(default = "one")]
     pub temperature: f32,
+    /// Compact per-class exemplar embeddings (safetensors, int8 rows with per-row scales) that
+    /// let `dishcam teach --add-to` refit the whole head when a dish is added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exemplars: Option<PackFile>,
+    /// A `late-fusion` head combines two other heads of the pack; it has no model file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuse: Option<LateFusion>,
+}
+
+/// `log p = (1 - text_weight) * log p_image + text_weight * log p_text`, renormalised, where each
+/// head's probabilities use its own temperature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LateFusion {
+    pub image_head: String,
+    pub text_head: String,
+    pub text_weight: f32,
 }
 
 fn one() -> f32 {
@@ -385,9 +422,15 @@ impl Manifest {
             variants("text_encoder", &e.variants, &mut out);
             out.push(("text_encoder.tokenizer".into(), &e.tokenizer));
         }
+        if let Some(r) = &self.recipes {
+            out.push(("recipes".into(), r));
+        }
         for (i, h) in self.heads.iter().enumerate() {
             variants(&format!("heads[{i}]"), &h.variants, &mut out);
             out.push((format!("heads[{i}].labels"), &h.labels));
+            if let Some(e) = &h.exemplars {
+                out.push((format!("heads[{i}].exemplars"), e));
+            }
         }
         out
     }
@@ -582,6 +625,16 @@ impl Manifest {
                     format!("'{}' is used by two heads", h.name),
                 );
             }
+            if h.kind == HeadKind::LateFusion {
+                self.validate_late_fusion(&field, h, &mut err);
+                continue;
+            }
+            if h.fuse.is_some() {
+                err(
+                    &format!("{field}.fuse"),
+                    "only late-fusion heads combine other heads; remove it or set kind = \"late-fusion\"".into(),
+                );
+            }
             match (&h.encoder_output, h.variants.is_empty()) {
                 (Some(_), false) | (None, true) => err(
                     &field,
@@ -633,15 +686,84 @@ impl Manifest {
                 );
             }
         }
-        if let Some(d) = &self.default_head {
-            if self.head(d).is_none() {
-                err(
-                    "default_head",
-                    format!("'{d}' is not the name of a head in [[heads]]"),
-                );
+        for (field, name, kinds) in [
+            ("default_head", &self.default_head, &[HeadKind::Image][..]),
+            ("text_head", &self.text_head, &[HeadKind::Text][..]),
+            (
+                "fusion_head",
+                &self.fusion_head,
+                &[HeadKind::EarlyFusion, HeadKind::LateFusion][..],
+            ),
+        ] {
+            let Some(name) = name else { continue };
+            match self.head(name) {
+                None => err(
+                    field,
+                    format!("'{name}' is not the name of a head in [[heads]]"),
+                ),
+                Some(h) if !kinds.contains(&h.kind) => err(
+                    field,
+                    format!(
+                        "'{name}' is a {} head; {field} must name a {} head",
+                        h.kind.as_str(),
+                        kinds
+                            .iter()
+                            .map(|k| k.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    ),
+                ),
+                Some(_) => {}
             }
         }
         errs
+    }
+
+    /// A late-fusion head names an image head and a text head of the pack with the same classes,
+    /// and has no model of its own.
+    fn validate_late_fusion(&self, field: &str, h: &Head, err: &mut impl FnMut(&str, String)) {
+        if h.encoder_output.is_some() || !h.variants.is_empty() {
+            err(
+                field,
+                "a late-fusion head has no model: remove encoder_output and variants".into(),
+            );
+        }
+        let Some(f) = &h.fuse else {
+            err(
+                &format!("{field}.fuse"),
+                "is missing; a late-fusion head needs fuse = { image_head, text_head, text_weight }"
+                    .into(),
+            );
+            return;
+        };
+        for (part, name, kind) in [
+            ("image_head", &f.image_head, HeadKind::Image),
+            ("text_head", &f.text_head, HeadKind::Text),
+        ] {
+            match self.head(name) {
+                Some(o) if o.kind == kind && o.classes == h.classes => {}
+                Some(o) => err(
+                    &format!("{field}.fuse.{part}"),
+                    format!(
+                        "'{name}' is a {} head with {} classes; it must be a {} head with {} classes",
+                        o.kind.as_str(),
+                        o.classes,
+                        kind.as_str(),
+                        h.classes
+                    ),
+                ),
+                None => err(
+                    &format!("{field}.fuse.{part}"),
+                    format!("'{name}' is not the name of a head in [[heads]]"),
+                ),
+            }
+        }
+        if !(0.0..=1.0).contains(&f.text_weight) {
+            err(
+                &format!("{field}.fuse.text_weight"),
+                format!("{} must be in [0, 1]", f.text_weight),
+            );
+        }
     }
 }
 
@@ -740,8 +862,13 @@ mod tests {
                 labels: file("labels.txt"),
                 classes: 2,
                 temperature: 1.0,
+                exemplars: None,
+                fuse: None,
             }],
             default_head: Some("imagenet".into()),
+            recipes: None,
+            text_head: None,
+            fusion_head: None,
         }
     }
 

@@ -273,6 +273,46 @@ impl GraphBuilder {
     }
 }
 
+/// The named f32 initialiser of an ONNX model (raw or `float_data`), with its dims.
+pub fn f32_initialiser(
+    bytes: &[u8],
+    name: &str,
+    tensor: &str,
+) -> Result<(Vec<usize>, Vec<f32>), OnnxError> {
+    let decode = |reason: String| OnnxError::Decode {
+        path: name.to_string(),
+        reason,
+    };
+    let model = ModelProto::decode(bytes).map_err(|e| decode(e.to_string()))?;
+    let graph = model
+        .graph
+        .ok_or_else(|| decode("model has no graph".into()))?;
+    let t = graph
+        .initializer
+        .iter()
+        .find(|t| t.name == tensor)
+        .ok_or_else(|| decode(format!("no initialiser '{tensor}'")))?;
+    if t.data_type != DataType::Float as i32 {
+        return Err(decode(format!("initialiser '{tensor}' is not f32")));
+    }
+    let dims: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
+    let data: Vec<f32> = if t.raw_data.is_empty() {
+        t.float_data.clone()
+    } else {
+        t.raw_data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+            .collect()
+    };
+    if data.len() != dims.iter().product::<usize>() {
+        return Err(decode(format!(
+            "initialiser '{tensor}' has {} values for dims {dims:?}",
+            data.len()
+        )));
+    }
+    Ok((dims, data))
+}
+
 /// Serialises a model to bytes.
 pub fn encode(model: &ModelProto) -> Vec<u8> {
     model.encode_to_vec()

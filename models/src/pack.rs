@@ -119,6 +119,10 @@ pub struct OverlayManifest {
     pub text_encoder_variants: BTreeMap<Precision, Variant>,
     #[serde(default)]
     pub default_head: Option<String>,
+    #[serde(default)]
+    pub text_head: Option<String>,
+    #[serde(default)]
+    pub fusion_head: Option<String>,
 }
 
 /// An opened pack: the base manifest merged with its overlay.
@@ -132,6 +136,8 @@ pub struct Pack {
     pub manifest: Manifest,
     /// sha256 of the base `pack.toml`, which pins every base file through its hashes.
     pub manifest_sha256: String,
+    /// The base manifest, before the overlay.
+    base: Manifest,
     overlay_files: HashSet<String>,
 }
 
@@ -194,6 +200,7 @@ impl Pack {
             home.overlays()
                 .join(format!("{}-{}", manifest.name, &manifest_sha256[..16]));
         let mut overlay_files = HashSet::new();
+        let base = manifest.clone();
         let opath = overlay_dir.join(OVERLAY_MANIFEST);
         if opath.is_file() {
             let text = fs::read_to_string(&opath).map_err(io_err(&opath))?;
@@ -216,8 +223,17 @@ impl Pack {
             overlay_dir,
             manifest,
             manifest_sha256,
+            base,
             overlay_files,
         })
+    }
+
+    /// The base manifest with `overlay` applied instead of the current overlay: what the pack
+    /// would be after writing it (validate it before you do).
+    pub fn with_overlay(&self, overlay: OverlayManifest) -> Manifest {
+        let mut m = self.base.clone();
+        apply_overlay(&mut m, overlay, &mut HashSet::new());
+        m
     }
 
     /// Where `file` lives: in the overlay if the overlay named it, else in the base pack.
@@ -490,6 +506,7 @@ fn apply_overlay(m: &mut Manifest, o: OverlayManifest, files: &mut HashSet<Strin
     for h in o.heads {
         files.insert(h.labels.file.clone());
         files.extend(h.variants.values().map(|v| v.onnx.file.clone()));
+        files.extend(h.exemplars.iter().map(|e| e.file.clone()));
         m.heads.retain(|b| b.name != h.name);
         m.heads.push(h);
     }
@@ -507,6 +524,12 @@ fn apply_overlay(m: &mut Manifest, o: OverlayManifest, files: &mut HashSet<Strin
     }
     if o.default_head.is_some() {
         m.default_head = o.default_head;
+    }
+    if o.text_head.is_some() {
+        m.text_head = o.text_head;
+    }
+    if o.fusion_head.is_some() {
+        m.fusion_head = o.fusion_head;
     }
 }
 
@@ -669,8 +692,13 @@ mod tests {
                 labels,
                 classes: 2,
                 temperature: 1.0,
+                exemplars: None,
+                fuse: None,
             }],
             default_head: Some("base".into()),
+            recipes: None,
+            text_head: None,
+            fusion_head: None,
         };
         write_atomic(&dir.join(MANIFEST), m.to_toml().as_bytes()).unwrap();
         m
@@ -698,6 +726,8 @@ mod tests {
                 labels,
                 classes: 2,
                 temperature: 2.0,
+                exemplars: None,
+                fuse: None,
             }],
             default_head: Some("base".into()),
             ..Default::default()

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::import::{bert, efficientnet_lite, ImportError, Weights};
+use crate::lite_heads::{
+    write_lite_heads, DEFAULT_FUSION_HEAD, DEFAULT_IMAGE_HEAD, DEFAULT_TEXT_HEAD,
+};
 use crate::manifest::*;
 use crate::pack::{install_dir, sha256_file, write_pack_file, Home, Pack, MANIFEST};
 
@@ -15,8 +18,30 @@ use crate::pack::{install_dir, sha256_file, write_pack_file, Home, Pack, MANIFES
 pub const LITE_PINS: &str = include_str!("../pins/lite.txt");
 /// ImageNet-1k class names in index order (from torchvision; see `assets/README.md`).
 pub const IMAGENET_LABELS: &str = include_str!("../assets/imagenet_labels.txt");
+/// One original, cookable recipe per Food-101 dish, written for dishcam (see
+/// `recipes/assets/README.md`).
+pub const FOOD101_RECIPES: &str = include_str!("../../recipes/assets/food101.jsonl");
 /// Bumped whenever the bytes `pull lite` writes change, so older installs are rebuilt.
-pub const LITE_VERSION: &str = "1.0.0";
+pub const LITE_VERSION: &str = "1.1.0";
+
+/// `LITE_VERSION+<12 hex>`: the hex is a hash of everything compiled in that `pull lite` writes
+/// (pins, bundled heads, recipes), so a changed asset rebuilds installed packs even when
+/// LITE_VERSION was not bumped.
+pub fn lite_version() -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(LITE_PINS);
+    h.update(IMAGENET_LABELS);
+    h.update(FOOD101_RECIPES);
+    for b in crate::lite_heads::LITE_HEADS {
+        h.update(b.name);
+        h.update(b.onnx.unwrap_or_default());
+        h.update(b.labels);
+        h.update(b.exemplars.unwrap_or_default());
+        h.update(b.meta);
+    }
+    format!("{LITE_VERSION}+{}", &hex::encode(h.finalize())[..12])
+}
 
 /// Packs `dishcam models pull` can build.
 pub const KNOWN_PACKS: &[&str] = &["lite"];
@@ -130,7 +155,7 @@ pub fn pull(
     let dest = home.packs().join(name);
     if !opts.force && dest.join(MANIFEST).is_file() {
         if let Ok(pack) = Pack::open_dir(&dest, home) {
-            if pack.manifest.version == LITE_VERSION {
+            if pack.manifest.version == lite_version() {
                 progress.step("verifying the installed pack");
                 if pack
                     .verify(|f| progress.step(&format!("verifying {f}")))
@@ -385,6 +410,10 @@ fn build_lite(
 
     let labels =
         write_pack_file(dir, "imagenet_labels.txt", IMAGENET_LABELS.as_bytes()).map_err(io(dir))?;
+    let recipes = write_pack_file(dir, "recipes/food101.jsonl", FOOD101_RECIPES.as_bytes())
+        .map_err(io(dir))?;
+    progress.step("installing the Food-101 heads");
+    let food101 = write_lite_heads(dir).map_err(io(dir))?;
     let fp32 = |f: PackFile| {
         BTreeMap::from([(
             Precision::Fp32,
@@ -397,8 +426,8 @@ fn build_lite(
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         name: "lite".into(),
-        version: LITE_VERSION.into(),
-        description: "EfficientNet-Lite0 (ImageNet) image encoder and all-MiniLM-L6-v2 sentence encoder, converted to ONNX by dishcam from pinned PyPI wheels".into(),
+        version: lite_version(),
+        description: "EfficientNet-Lite0 (ImageNet) image encoder and all-MiniLM-L6-v2 sentence encoder, converted to ONNX by dishcam from pinned PyPI wheels, with Food-101 image, text and fusion heads fitted on device".into(),
         provenance: pins
             .iter()
             .map(|p| Provenance {
@@ -442,7 +471,7 @@ fn build_lite(
             query_prompt: None,
             document_prompt: None,
         }),
-        heads: vec![Head {
+        heads: std::iter::once(Head {
             name: "imagenet".into(),
             kind: HeadKind::Image,
             encoder_output: Some("logits".into()),
@@ -450,8 +479,15 @@ fn build_lite(
             labels,
             classes: 1000,
             temperature: 1.0,
-        }],
-        default_head: Some("imagenet".into()),
+            exemplars: None,
+            fuse: None,
+        })
+        .chain(food101)
+        .collect(),
+        default_head: Some(DEFAULT_IMAGE_HEAD.into()),
+        recipes: Some(recipes),
+        text_head: Some(DEFAULT_TEXT_HEAD.into()),
+        fusion_head: DEFAULT_FUSION_HEAD.map(String::from),
     };
     let problems = manifest.validate();
     assert!(

@@ -75,12 +75,51 @@ pub fn list_class_folders(dir: &Path) -> Result<Vec<LabelledImage>, DatasetError
 /// a hash of the id alone, so the same photo is held out in every copy of the data set (Food-101's
 /// 64 px set and its full-size photos share ids).
 pub fn is_holdout(id: &str, fraction: f64) -> bool {
+    (stable_hash(id) % 10_000) < (fraction.clamp(0.0, 1.0) * 10_000.0).round() as u64
+}
+
+/// 64-bit FNV-1a of a string: the same on every machine and run (unlike `std`'s hasher).
+pub fn stable_hash(s: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.as_bytes() {
+    for b in s.as_bytes() {
         h ^= *b as u64;
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    (h % 10_000) < (fraction.clamp(0.0, 1.0) * 10_000.0).round() as u64
+    h
+}
+
+/// Which titles pair with which photos in the class-paired proxy (there are no real UPMC
+/// image/title pairs here): titles outside the text head's training split (`is_holdout(id,
+/// holdout)`) are halved by a second hash into a pool for training photos and a pool for
+/// held-out photos, so no title is seen by the text head, and no title pairs with both a training
+/// and a held-out photo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PairPool {
+    /// Titles that pair with training photos.
+    Train,
+    /// Titles that pair with held-out photos.
+    Holdout,
+}
+
+/// The pool a title belongs to, or `None` when the text head trained on it.
+pub fn title_pool(id: &str, holdout: f64) -> Option<PairPool> {
+    if !is_holdout(id, holdout) {
+        return None;
+    }
+    Some(if is_holdout(&format!("{id}#pair"), 0.5) {
+        PairPool::Holdout
+    } else {
+        PairPool::Train
+    })
+}
+
+/// Picks a title for a photo: one of `candidates` (the titles of the photo's class in the photo's
+/// pool), chosen by a hash of the photo id, so the pairing is the same on every run.
+pub fn pick_title<'a, T>(photo_id: &str, candidates: &'a [T]) -> Option<&'a T> {
+    if candidates.is_empty() {
+        return None;
+    }
+    candidates.get((stable_hash(photo_id) % candidates.len() as u64) as usize)
 }
 
 /// The centred square of `img`, resized to `px` x `px` (bilinear): how Food-101's 64 px set was
@@ -192,6 +231,27 @@ pub fn read_text_csv(path: &Path) -> Result<(Vec<LabelledText>, usize), DatasetE
 #[cfg(test)]
 mod csv_tests {
     use super::*;
+
+    #[test]
+    fn title_pools_are_disjoint_and_stable() {
+        let ids: Vec<String> = (0..2000).map(|i| format!("t_{i}.jpg")).collect();
+        let pools: Vec<_> = ids.iter().map(|i| title_pool(i, 0.2)).collect();
+        let trained = pools.iter().filter(|p| p.is_none()).count();
+        let held = pools
+            .iter()
+            .filter(|p| **p == Some(PairPool::Holdout))
+            .count();
+        // ~80 % train the text head; the rest is split about evenly.
+        assert!((1500..1700).contains(&trained), "{trained}");
+        assert!((120..280).contains(&held), "{held}");
+        for (id, p) in ids.iter().zip(&pools) {
+            assert_eq!(p.is_none(), !is_holdout(id, 0.2));
+            assert_eq!(*p, title_pool(id, 0.2));
+        }
+        let c = ["a", "b", "c"];
+        assert_eq!(pick_title("photo1", &c), pick_title("photo1", &c));
+        assert_eq!(pick_title::<&str>("photo1", &[]), None);
+    }
 
     #[test]
     fn reads_quoted_titles_and_counts_bad_rows() {

@@ -46,6 +46,25 @@ impl LinearHead {
         g.finish(doc)
     }
 
+    /// Reads back a head written by [`LinearHead::to_onnx`] (to extend it with new classes).
+    pub fn from_onnx(bytes: &[u8], name: &str) -> Result<Self, dishcam_models::onnx::OnnxError> {
+        use dishcam_models::onnx::{f32_initialiser, OnnxError};
+        let (wd, weight) = f32_initialiser(bytes, name, "head.weight")?;
+        let (bd, bias) = f32_initialiser(bytes, name, "head.bias")?;
+        match (wd.as_slice(), bd.as_slice()) {
+            (&[classes, dim], &[b]) if b == classes => Ok(LinearHead {
+                classes,
+                dim,
+                weight,
+                bias,
+            }),
+            _ => Err(OnnxError::Decode {
+                path: name.to_string(),
+                reason: format!("head.weight {wd:?} and head.bias {bd:?} are not a linear head"),
+            }),
+        }
+    }
+
     /// Input and output specs of [`LinearHead::to_onnx`].
     pub fn io(&self, input: &str) -> (TensorSpec, TensorSpec) {
         (
@@ -81,6 +100,9 @@ pub struct FitConfig {
     pub max_iters: u64,
     /// Worker threads for the cost/gradient (1 = this thread only).
     pub threads: usize,
+    /// Centre the L2 penalty on the warm start (`init`) instead of zero, so a refit on few
+    /// examples (exemplars plus a new class) stays close to the head it extends (L2-SP).
+    pub anchor: bool,
 }
 
 impl Default for FitConfig {
@@ -89,6 +111,7 @@ impl Default for FitConfig {
             l2: 1e-3,
             max_iters: 300,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            anchor: false,
         }
     }
 }
@@ -210,9 +233,11 @@ pub fn fit_logistic(
         dim: d,
         classes: k,
         l2: cfg.l2,
+        centre: Vec::new(),
         threads: cfg.threads.max(1),
         memo: Mutex::new(None),
     };
+    let mut problem = problem;
     // Warm start: express the given head in standardised coordinates.
     let mut p0 = vec![0.0f64; k * d + k];
     if let Some(h) = init.filter(|h| h.dim == d && h.classes == k) {
@@ -225,6 +250,9 @@ pub fn fit_logistic(
             }
             p0[k * d + c] = b;
         }
+    }
+    if cfg.anchor {
+        problem.centre = p0[..k * d].to_vec();
     }
     let solver = LBFGS::new(MoreThuenteLineSearch::new(), 10)
         .with_tolerance_grad(1e-6)
@@ -273,6 +301,8 @@ struct Objective<'a> {
     dim: usize,
     classes: usize,
     l2: f64,
+    /// Where the L2 penalty is centred (empty = zero).
+    centre: Vec<f64>,
     threads: usize,
     /// L-BFGS asks for cost and gradient at the same point: both are computed once.
     memo: Mutex<Option<Evaluation>>,
@@ -311,42 +341,87 @@ impl Objective<'_> {
         cost /= self.wsum;
         grad.iter_mut().for_each(|g| *g /= self.wsum);
         for i in 0..k * d {
-            cost += 0.5 * self.l2 * p[i] * p[i];
-            grad[i] += self.l2 * p[i];
+            let delta = p[i] - self.centre.get(i).copied().unwrap_or(0.0);
+            cost += 0.5 * self.l2 * delta * delta;
+            grad[i] += self.l2 * delta;
         }
         *self.memo.lock().expect("memo lock") = Some((p.to_vec(), cost, grad.clone()));
         (cost, grad)
     }
 
-    /// Weighted cross-entropy sum and gradient sum over rows `lo..hi`.
+    /// Weighted cross-entropy sum and gradient sum over rows `lo..hi`, in blocks of rows so
+    /// both products (logits = Z W^T, gradient = R^T Z) run as matrix multiplications.
     fn partial(&self, w: &[f32], b: &[f32], lo: usize, hi: usize) -> (f64, Vec<f64>) {
+        const BLOCK: usize = 256;
         let (d, k) = (self.dim, self.classes);
         let mut grad = vec![0.0f64; k * d + k];
         let mut gw = vec![0.0f32; k * d];
         let mut cost = 0.0f64;
-        let mut logits = vec![0.0f32; k];
-        for i in lo..hi {
-            let x = &self.z[i * d..(i + 1) * d];
-            let sw = self.weights[i];
-            if sw == 0.0 {
-                continue;
+        let mut logits = vec![0.0f32; BLOCK * k];
+        let mut start = lo;
+        while start < hi {
+            let m = BLOCK.min(hi - start);
+            let z = &self.z[start * d..(start + m) * d];
+            for row in logits[..m * k].chunks_exact_mut(k) {
+                row.copy_from_slice(b);
             }
-            for c in 0..k {
-                logits[c] = b[c] + dot(&w[c * d..(c + 1) * d], x);
+            // logits[m, k] += z[m, d] . w[k, d]^T
+            // SAFETY: the slices hold m*d, k*d and m*k elements with the strides given.
+            unsafe {
+                matrixmultiply::sgemm(
+                    m,
+                    d,
+                    k,
+                    1.0,
+                    z.as_ptr(),
+                    d as isize,
+                    1,
+                    w.as_ptr(),
+                    1,
+                    d as isize,
+                    1.0,
+                    logits.as_mut_ptr(),
+                    k as isize,
+                    1,
+                );
             }
-            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let sum: f64 = logits.iter().map(|l| ((l - max) as f64).exp()).sum();
-            let lse = max as f64 + sum.ln();
-            let y = self.labels[i];
-            cost += sw as f64 * (lse - logits[y] as f64);
-            for c in 0..k {
-                let pc = ((logits[c] as f64) - lse).exp();
-                let r = (pc - if c == y { 1.0 } else { 0.0 }) * sw as f64;
-                if r != 0.0 {
-                    axpy(r as f32, x, &mut gw[c * d..(c + 1) * d]);
-                    grad[k * d + c] += r;
+            // Residuals (p - onehot) * weight, in place of the logits.
+            for (r, row) in logits[..m * k].chunks_exact_mut(k).enumerate() {
+                let i = start + r;
+                let sw = self.weights[i] as f64;
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let sum: f64 = row.iter().map(|l| ((l - max) as f64).exp()).sum();
+                let lse = max as f64 + sum.ln();
+                let y = self.labels[i];
+                cost += sw * (lse - row[y] as f64);
+                for (c, v) in row.iter_mut().enumerate() {
+                    let pc = ((*v as f64) - lse).exp();
+                    let res = (pc - if c == y { 1.0 } else { 0.0 }) * sw;
+                    grad[k * d + c] += res;
+                    *v = res as f32;
                 }
             }
+            // gw[k, d] += residuals[m, k]^T . z[m, d]
+            // SAFETY: as above.
+            unsafe {
+                matrixmultiply::sgemm(
+                    k,
+                    m,
+                    d,
+                    1.0,
+                    logits.as_ptr(),
+                    1,
+                    k as isize,
+                    z.as_ptr(),
+                    d as isize,
+                    1,
+                    1.0,
+                    gw.as_mut_ptr(),
+                    d as isize,
+                    1,
+                );
+            }
+            start += m;
         }
         grad.iter_mut().zip(&gw).for_each(|(g, v)| *g += *v as f64);
         (cost, grad)
@@ -385,12 +460,6 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail
-}
-
-fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    for (yi, xi) in y.iter_mut().zip(x) {
-        *yi += a * xi;
-    }
 }
 
 /// Mean negative log-likelihood of `labels` under softmax(`logits` / t); logits row-major.
@@ -530,6 +599,7 @@ mod tests {
                 l2: 1e-6,
                 max_iters: 500,
                 threads: 2,
+                anchor: false,
             },
             None,
         )
@@ -576,6 +646,7 @@ mod tests {
             l2: 1e-2,
             max_iters: 50,
             threads: t,
+            anchor: false,
         };
         let (a, _) = fit_logistic(&data, &cfg(1), None).unwrap();
         let (b, _) = fit_logistic(&data, &cfg(3), None).unwrap();
@@ -646,6 +717,7 @@ mod tests {
                 l2: 1e-3,
                 max_iters: 200,
                 threads: 1,
+                anchor: false,
             },
             None,
         )
@@ -657,6 +729,125 @@ mod tests {
         let before = nll_at_temperature(&hot, &y, 3, 1.0);
         let after = nll_at_temperature(&hot, &y, 3, t as f64);
         assert!(after < before, "{after} >= {before}");
+    }
+
+    #[test]
+    fn anchored_refit_adds_a_class_and_keeps_the_old_decisions() {
+        // A head over 4 classes from plenty of data; then class 4 arrives with 10 examples,
+        // and the refit sees only 5 exemplars per old class.
+        let (x, y) = blobs(200, 5, 6, 1.5, 7);
+        let d = 6;
+        let old_rows: Vec<usize> = (0..x.len() / d).filter(|&i| y[i] < 4).collect();
+        let ox: Vec<f32> = old_rows
+            .iter()
+            .flat_map(|&i| x[i * d..(i + 1) * d].to_vec())
+            .collect();
+        let oy: Vec<usize> = old_rows.iter().map(|&i| y[i]).collect();
+        let cfg = FitConfig {
+            l2: 1e-3,
+            max_iters: 200,
+            threads: 1,
+            anchor: false,
+        };
+        let w = vec![1.0; oy.len()];
+        let data = Dataset {
+            features: &ox,
+            labels: &oy,
+            weights: &w,
+            dim: d,
+            classes: 4,
+        };
+        let (old, _) = fit_logistic(&data, &cfg, None).unwrap();
+        let predict = |h: &LinearHead, r: &[f32]| {
+            let l = h.logits(r);
+            (0..l.len()).max_by(|a, b| l[*a].total_cmp(&l[*b])).unwrap()
+        };
+        // Exemplars: the first 5 of each old class; new class: its first 10 examples.
+        let mut rx = Vec::new();
+        let mut ry = Vec::new();
+        for c in 0..5 {
+            let take = if c < 4 { 5 } else { 10 };
+            for i in (0..y.len()).filter(|&i| y[i] == c).take(take) {
+                rx.extend_from_slice(&x[i * d..(i + 1) * d]);
+                ry.push(c);
+            }
+        }
+        let mut init = old.clone();
+        init.classes = 5;
+        init.weight.resize(5 * d, 0.0);
+        init.bias.resize(5, 0.0);
+        let rw = balanced_weights(&ry, 5);
+        let refit = |anchor: bool, l2: f64| {
+            let data = Dataset {
+                features: &rx,
+                labels: &ry,
+                weights: &rw,
+                dim: d,
+                classes: 5,
+            };
+            let cfg = FitConfig {
+                l2,
+                max_iters: 100,
+                threads: 1,
+                anchor,
+            };
+            fit_logistic(&data, &cfg, Some(&init)).unwrap().0
+        };
+        let new = refit(true, 1e-2);
+        // On old-class points the refit agrees with the old head unless it now says class 4
+        // (the new class overlaps old ones); and it recognises the new class on the examples
+        // it did not see.
+        let mut agree = 0;
+        for &i in &old_rows {
+            let r = &x[i * d..(i + 1) * d];
+            let p = predict(&new, r);
+            if p == predict(&old, r) || p == 4 {
+                agree += 1;
+            }
+        }
+        assert!(
+            agree as f64 >= 0.97 * old_rows.len() as f64,
+            "{agree} of {}",
+            old_rows.len()
+        );
+        let unseen: Vec<usize> = (0..y.len()).filter(|&i| y[i] == 4).skip(10).collect();
+        let hits = unseen
+            .iter()
+            .filter(|&&i| predict(&new, &x[i * d..(i + 1) * d]) == 4)
+            .count();
+        assert!(
+            hits as f64 >= 0.9 * unseen.len() as f64,
+            "{hits} of {}",
+            unseen.len()
+        );
+        // The anchor is what keeps the head near the old one: its weights move less than an
+        // unanchored refit's at the same penalty.
+        let drift = |h: &LinearHead| -> f32 {
+            h.weight[..4 * d]
+                .iter()
+                .zip(&old.weight)
+                .map(|(a, b)| (a - b).powi(2))
+                .sum()
+        };
+        assert!(drift(&new) < drift(&refit(false, 1e-2)));
+    }
+
+    #[test]
+    fn onnx_round_trip_gives_the_same_head() {
+        let (x, y) = blobs(20, 3, 4, 1.0, 11);
+        let w = vec![1.0; y.len()];
+        let data = Dataset {
+            features: &x,
+            labels: &y,
+            weights: &w,
+            dim: 4,
+            classes: 3,
+        };
+        let (head, _) = fit_logistic(&data, &FitConfig::default(), None).unwrap();
+        let bytes = dishcam_models::onnx::encode(&head.to_onnx("features", "test"));
+        let back = LinearHead::from_onnx(&bytes, "test.onnx").unwrap();
+        assert_eq!(back, head);
+        assert!(LinearHead::from_onnx(b"junk", "junk.onnx").is_err());
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! Classifier heads at run time: a head is either an output of the image encoder (e.g. ImageNet
 //! logits) or its own small ONNX model over embeddings (taught heads, fusion heads).
 
-use dishcam_models::manifest::{Dim, Head, TensorSpec};
+use dishcam_models::manifest::{Dim, Head, HeadKind, TensorSpec};
 use dishcam_models::onnx::signature_of;
 use dishcam_models::Pack;
 
 use crate::backend::{Backend, ModelSpec, Session};
 use crate::encoder::LoadOptions;
 use crate::error::RuntimeError;
+use crate::fusion::{early_features, late_scores};
 use crate::tensor::TensorRef;
 
 /// A head that is its own ONNX model: `features` [1, dim] -> `logits` [1, classes].
@@ -143,4 +144,92 @@ pub fn read_labels(pack: &Pack, head: &Head) -> Result<Vec<String>, RuntimeError
         )));
     }
     Ok(labels)
+}
+
+/// Any head of a pack, ready to score: an image-encoder output, a head model over an image or
+/// text embedding or their early fusion, or the late fusion of two head models.
+pub enum Classifier {
+    /// The image encoder's extra output is already the logits (e.g. ImageNet's).
+    EncoderOutput,
+    Model {
+        kind: HeadKind,
+        model: HeadModel,
+    },
+    Late {
+        image: HeadModel,
+        text: HeadModel,
+        image_temperature: f32,
+        text_temperature: f32,
+        text_weight: f32,
+    },
+}
+
+impl Classifier {
+    pub fn load(
+        pack: &Pack,
+        head: &Head,
+        backend: &dyn Backend,
+        opts: &LoadOptions,
+    ) -> Result<Self, RuntimeError> {
+        if head.encoder_output.is_some() {
+            return Ok(Classifier::EncoderOutput);
+        }
+        let Some(f) = &head.fuse else {
+            return Ok(Classifier::Model {
+                kind: head.kind,
+                model: HeadModel::load(pack, head, backend, opts)?,
+            });
+        };
+        let part = |name: &str| {
+            pack.manifest
+                .head(name)
+                .ok_or_else(|| RuntimeError::UnknownHead {
+                    pack: pack.manifest.name.clone(),
+                    head: name.to_string(),
+                    available: format!("named by late-fusion head '{}'", head.name),
+                })
+        };
+        let (image, text) = (part(&f.image_head)?, part(&f.text_head)?);
+        Ok(Classifier::Late {
+            image: HeadModel::load(pack, image, backend, opts)?,
+            text: HeadModel::load(pack, text, backend, opts)?,
+            image_temperature: image.temperature,
+            text_temperature: text.temperature,
+            text_weight: f.text_weight,
+        })
+    }
+
+    /// Scores (logits, or late-fused log-probabilities) from the inputs the head reads: the
+    /// image embedding (or the encoder output for [`Classifier::EncoderOutput`]) and/or the text
+    /// embedding. Softmax with the head's temperature turns them into probabilities.
+    pub fn scores(
+        &mut self,
+        image: Option<&[f32]>,
+        text: Option<&[f32]>,
+    ) -> Result<Vec<f32>, RuntimeError> {
+        let missing = |what: &str| RuntimeError::HeadModel(format!("this head needs {what}"));
+        let image_or = || image.ok_or_else(|| missing("a photo"));
+        let text_or = || text.ok_or_else(|| missing("a text"));
+        match self {
+            Classifier::EncoderOutput => Ok(image_or()?.to_vec()),
+            Classifier::Model { kind, model } => match kind {
+                HeadKind::Image => model.logits(image_or()?),
+                HeadKind::Text => model.logits(text_or()?),
+                _ => model.logits(&early_features(image_or()?, text_or()?)),
+            },
+            Classifier::Late {
+                image: mi,
+                text: mt,
+                image_temperature,
+                text_temperature,
+                text_weight,
+            } => Ok(late_scores(
+                &mi.logits(image_or()?)?,
+                *image_temperature,
+                &mt.logits(text_or()?)?,
+                *text_temperature,
+                *text_weight,
+            )),
+        }
+    }
 }

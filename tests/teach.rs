@@ -1,0 +1,365 @@
+//! `dishcam teach`, `eval classify` and fused `classify` end to end, on the installed lite pack
+//! with a private DISHCAM_HOME (so the taught heads land in a temporary overlay), on photos the
+//! test draws: three "dishes" told apart by colour and texture, a fourth added later.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+
+struct Env {
+    home: tempfile::TempDir,
+    data: tempfile::TempDir,
+    pack: PathBuf,
+}
+
+impl Env {
+    fn new() -> Env {
+        let pack = lite_pack().dir;
+        Env {
+            home: tempfile::tempdir().unwrap(),
+            data: tempfile::tempdir().unwrap(),
+            pack,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let pack = ["--pack", self.pack.to_str().unwrap()];
+        let pack: &[&str] = if args[0] == "models" { &[] } else { &pack };
+        Command::new(env!("CARGO_BIN_EXE_dishcam"))
+            .args(args)
+            .args(pack)
+            .env("DISHCAM_HOME", self.home.path())
+            .env("DISHCAM_LOG", "error")
+            .output()
+            .expect("run dishcam")
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "dishcam {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+            panic!("{e}: {}", String::from_utf8_lossy(&o.stdout));
+        })
+    }
+
+    fn dir(&self, name: &str) -> PathBuf {
+        self.data.path().join(name)
+    }
+}
+
+/// A photo of a "dish": a base colour with a stripe texture whose period depends on the seed.
+fn photo(path: &Path, rgb: [u8; 3], seed: u32) {
+    let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    let mut rnd = move || {
+        s ^= s << 13;
+        s ^= s >> 17;
+        s ^= s << 5;
+        (s % 41) as i32 - 20
+    };
+    let period = 6 + seed % 5;
+    let img = image::RgbImage::from_fn(96, 96, |x, y| {
+        let stripe = if (x + y) / period % 2 == 0 { 25 } else { -25 };
+        let n = rnd();
+        image::Rgb(rgb.map(|c| (c as i32 + stripe + n).clamp(0, 255) as u8))
+    });
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    img.save(path).unwrap();
+}
+
+const DISHES: [(&str, [u8; 3]); 4] = [
+    ("tomato_soup", [200, 40, 30]),
+    ("pea_soup", [60, 170, 50]),
+    ("blueberry_pie", [40, 50, 180]),
+    ("corn_chowder", [230, 210, 60]),
+];
+
+/// `n` photos per dish of `dishes` under DIR/<dish>/<dish>_<i>.png.
+fn photos(dir: &Path, dishes: &[(&str, [u8; 3])], n: u32, offset: u32) {
+    for (name, rgb) in dishes {
+        for i in offset..offset + n {
+            photo(&dir.join(name).join(format!("{name}_{i}.png")), *rgb, i);
+        }
+    }
+}
+
+fn top1(v: &serde_json::Value) -> &str {
+    v["top"][0]["label"].as_str().unwrap()
+}
+
+#[test]
+fn teach_eval_add_a_dish_and_fuse() {
+    let env = Env::new();
+    let train = env.dir("train");
+    photos(&train, &DISHES[..3], 12, 0);
+    let t = train.to_str().unwrap();
+
+    // An image head from folders of photos, made the pack's default.
+    let v = env.json(&[
+        "teach",
+        "--images",
+        t,
+        "--name",
+        "soups",
+        "--default",
+        "--holdout",
+        "0.25",
+        "--json",
+    ]);
+    let h = &v["heads"][0];
+    assert_eq!(v["schema"], "dishcam.teach/1");
+    assert_eq!(h["classes"], 3);
+    assert_eq!(h["kind"], "image");
+    assert_eq!(
+        h["train"].as_u64().unwrap() + h["holdout"].as_u64().unwrap(),
+        36
+    );
+    assert!(h["exemplars"].as_u64().unwrap() >= 3);
+    let written = v["written"][0].as_str().unwrap();
+    assert!(
+        written.starts_with(env.home.path().to_str().unwrap()),
+        "taught heads go to the overlay, not the base pack: {written}"
+    );
+
+    // New photos of each dish are named by the default head.
+    let fresh = env.dir("fresh");
+    photos(&fresh, &DISHES, 2, 100);
+    for (name, _) in &DISHES[..3] {
+        let p = fresh.join(name).join(format!("{name}_100.png"));
+        let c = env.json(&["classify", p.to_str().unwrap(), "--json"]);
+        assert_eq!(c["head"], "soups");
+        assert_eq!(top1(&c), *name);
+    }
+
+    // eval classify on held-out photos.
+    let e = env.json(&[
+        "eval", "classify", "--data", t, "--split", "holdout", "--json",
+    ]);
+    assert_eq!(e["schema"], "dishcam.eval.classify/1");
+    assert!(e["top1"].as_f64().unwrap() >= 0.9, "{e}");
+
+    // Add a fourth dish from 10 photos: the whole head is refitted on exemplars + new photos.
+    let more = env.dir("more");
+    photos(&more, &DISHES[3..], 10, 0);
+    let v = env.json(&[
+        "teach",
+        "--add-to",
+        "soups",
+        "--images",
+        more.to_str().unwrap(),
+        "--json",
+    ]);
+    let h = &v["heads"][0];
+    assert_eq!(h["classes"], 4);
+    assert_eq!(h["added_classes"], serde_json::json!(["corn_chowder"]));
+    for (name, _) in &DISHES {
+        let p = fresh.join(name).join(format!("{name}_101.png"));
+        let c = env.json(&["classify", p.to_str().unwrap(), "--json"]);
+        assert_eq!(top1(&c), *name, "after adding corn_chowder");
+    }
+
+    // A text head on labelled titles, then fusion heads on photos paired with titles by class.
+    let csv = env.dir("titles.csv");
+    let mut rows = String::new();
+    let words = [
+        (
+            "tomato_soup",
+            [
+                "tomato soup",
+                "roasted tomato bisque",
+                "creamy tomato soup recipe",
+            ],
+        ),
+        (
+            "pea_soup",
+            ["split pea soup", "green pea and ham soup", "minty pea soup"],
+        ),
+        (
+            "blueberry_pie",
+            [
+                "blueberry pie",
+                "wild blueberry pie recipe",
+                "easy berry pie",
+            ],
+        ),
+        (
+            "corn_chowder",
+            ["corn chowder", "sweet corn chowder", "bacon corn chowder"],
+        ),
+    ];
+    for (class, titles) in words {
+        for i in 0..30 {
+            rows += &format!("{class}_{i}.jpg,\"{} #{i}\",{class}\n", titles[i % 3]);
+        }
+    }
+    std::fs::write(&csv, rows).unwrap();
+    let titles = csv.to_str().unwrap();
+    // Fusion needs the text head's classes in the image head's order (the added dish last).
+    let order = env.dir("classes.txt");
+    let mut names: Vec<&str> = DISHES[..3].iter().map(|d| d.0).collect();
+    names.sort_unstable();
+    names.push(DISHES[3].0);
+    std::fs::write(&order, names.join("\n")).unwrap();
+    let v = env.json(&[
+        "teach",
+        "--text-csv",
+        titles,
+        "--classes",
+        order.to_str().unwrap(),
+        "--name",
+        "soup-titles",
+        "--default",
+        "--json",
+    ]);
+    assert_eq!(v["heads"][0]["kind"], "text");
+    let t4 = env.dir("train4");
+    photos(&t4, &DISHES, 12, 0);
+    let t4 = t4.to_str().unwrap();
+    let v = env.json(&[
+        "teach",
+        "--images",
+        t4,
+        "--text-csv",
+        titles,
+        "--name",
+        "soup-fusion",
+        "--default",
+        "--image-head",
+        "soups",
+        "--text-head",
+        "soup-titles",
+        "--json",
+    ]);
+    assert_eq!(v["heads"][0]["kind"], "early-fusion");
+    assert_eq!(v["heads"][1]["kind"], "late-fusion");
+    assert!(v["heads"][0]["proxy"]["note"]
+        .as_str()
+        .unwrap()
+        .contains("proxy"));
+
+    // classify PHOTO --text uses the fusion head; --text alone the text head.
+    let p = fresh.join("pea_soup/pea_soup_100.png");
+    let c = env.json(&[
+        "classify",
+        p.to_str().unwrap(),
+        "--text",
+        "split pea soup",
+        "--json",
+    ]);
+    assert_eq!(c["head"], "soup-fusion");
+    assert_eq!(c["kind"], "early-fusion");
+    assert_eq!(top1(&c), "pea_soup");
+    let c = env.json(&["classify", "--text", "sweet corn chowder", "--json"]);
+    assert_eq!(c["head"], "soup-titles");
+    assert_eq!(top1(&c), "corn_chowder");
+    let c = env.json(&[
+        "classify",
+        p.to_str().unwrap(),
+        "--text",
+        "split pea soup",
+        "--head",
+        "soup-fusion-late",
+        "--json",
+    ]);
+    assert_eq!(top1(&c), "pea_soup");
+
+    // eval on photos and titles paired by class, for the fusion head and the late one.
+    for head in ["soup-fusion", "soup-fusion-late"] {
+        let e = env.json(&[
+            "eval",
+            "classify",
+            "--data",
+            t4,
+            "--text-csv",
+            titles,
+            "--head",
+            head,
+            "--json",
+        ]);
+        assert_eq!(e["paired_by_class"], true);
+        assert!(e["examples"].as_u64().unwrap() > 0);
+        assert!(e["top1"].as_f64().unwrap() >= 0.9, "{head}: {e}");
+    }
+
+    // The pack with its overlay still verifies.
+    let o = env.run(&["models", "verify", env.pack.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn fails_with(o: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains(needle), "{needle:?} not in: {err}");
+}
+
+#[test]
+fn bad_teaching_input_is_refused_and_writes_nothing() {
+    let env = Env::new();
+    // One class only.
+    let one = env.dir("one");
+    photos(&one, &DISHES[..1], 3, 0);
+    fails_with(
+        &env.run(&["teach", "--images", one.to_str().unwrap()]),
+        "at least 2 classes",
+    );
+    // Empty class folders.
+    let empty = env.dir("empty");
+    std::fs::create_dir_all(empty.join("soup")).unwrap();
+    std::fs::create_dir_all(empty.join("stew")).unwrap();
+    let o = env.run(&["teach", "--images", empty.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    // Unreadable photos are skipped with a count, the rest trains.
+    let mixed = env.dir("mixed");
+    photos(&mixed, &DISHES[..2], 4, 0);
+    std::fs::write(mixed.join("tomato_soup/broken.jpg"), b"not a jpeg").unwrap();
+    let o = env.run(&["teach", "--images", mixed.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["heads"][0]["skipped"], 1);
+    // A head without exemplars cannot be extended.
+    fails_with(
+        &env.run(&[
+            "teach",
+            "--add-to",
+            "imagenet",
+            "--images",
+            mixed.to_str().unwrap(),
+        ]),
+        "ships no exemplars",
+    );
+    // Bad holdout.
+    fails_with(
+        &env.run(&[
+            "teach",
+            "--images",
+            mixed.to_str().unwrap(),
+            "--holdout",
+            "1.5",
+        ]),
+        "--holdout",
+    );
+    // Fusion without a text head in the pack or overlay.
+    let csv = env.dir("t.csv");
+    std::fs::write(
+        &csv,
+        "a.jpg,tomato soup,tomato_soup\nb.jpg,pea soup,pea_soup\n",
+    )
+    .unwrap();
+    let o = env.run(&[
+        "teach",
+        "--images",
+        mixed.to_str().unwrap(),
+        "--text-csv",
+        csv.to_str().unwrap(),
+        "--text-head",
+        "nope",
+    ]);
+    fails_with(&o, "no head 'nope'");
+}
