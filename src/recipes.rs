@@ -158,45 +158,43 @@ pub fn build_index(
         std::fs::create_dir_all(dir)
             .with_context(|| format!("{}: cannot create", dir.display()))?;
     }
-    let mut encoder = TextEncoder::load(pack, backend, opts)?;
     let dim = pack
         .manifest
         .text_encoder
         .as_ref()
         .map_or(0, |t| t.embedding_dim);
     let classes = food101_classes(pack);
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new_spinner()
+    // Recipe texts go through the embedding cache: a rebuild after an import embeds only the
+    // new recipes. One single-threaded encoder per core.
+    let embedder = crate::features::Embedder {
+        pack,
+        backend,
+        opts: LoadOptions {
+            session: dishcam_runtime::backend::SessionOptions { threads: Some(1) },
+            ..opts.clone()
+        },
+        workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        quiet,
+        cache: crate::features::default_cache_dir().ok(),
     };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {pos} texts embedded {elapsed}")
-            .expect("valid template"),
-    );
     let mut embed = |texts: &[String]| -> dishcam_recipes::Result<Vec<f32>> {
-        let mut out = Vec::with_capacity(texts.len() * dim);
-        for t in texts {
-            let e = encoder
-                .encode(t)
-                .map_err(|e| dishcam_recipes::RecipeError::Invalid(e.to_string()))?;
-            out.extend_from_slice(&e);
-            bar.inc(1);
-        }
-        Ok(out)
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let rows = embedder
+            .texts(&refs)
+            .map_err(|e| dishcam_recipes::RecipeError::Invalid(format!("{e:#}")))?;
+        Ok(rows.concat())
     };
     let stats = dishcam_recipes::index::build_from_stores(
         &paths.index,
         &stores,
         &encoder_id(pack, opts)?,
         dim,
-        32,
+        usize::MAX,
         &mut embed,
         &classes,
         &dishcam_recipes::BuildParams::default(),
         &mut |_stage: &BuildStage| {},
     )?;
-    bar.finish_and_clear();
     Ok(stats.count)
 }
 

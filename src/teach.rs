@@ -389,8 +389,31 @@ fn fit_images(
     let t = Instant::now();
     let (examples, skipped) = embed_photos(args, embedder, &items, &index)?;
     let embed_s = t.elapsed().as_secs_f64();
-    let dim = examples[0].features.len();
-    let split = Split::new(&examples, args.holdout);
+    let mut extra = json!({"skipped": skipped, "embed_seconds": embed_s, "degrade": args.degrade});
+    fit_and_save(
+        args,
+        pack,
+        HeadKind::Image,
+        "dishes",
+        &classes,
+        &examples,
+        &mut extra,
+    )
+}
+
+/// Fits one image or text head on `examples` (hash hold-out split), picks its exemplars, and
+/// saves it; `extra` fields join the summary.
+fn fit_and_save(
+    args: &TeachArgs,
+    pack: &Pack,
+    kind: HeadKind,
+    default_name: &str,
+    classes: &[String],
+    examples: &[Example],
+    extra: &mut Value,
+) -> anyhow::Result<(Vec<Value>, Vec<PathBuf>)> {
+    let dim = examples.first().map_or(0, |e| e.features.len());
+    let split = Split::new(examples, args.holdout);
     let fitted = fit_split(
         &split,
         dim,
@@ -399,20 +422,22 @@ fn fit_images(
         None,
     )?;
     let exemplars = Exemplars::select(&split.train_x, &split.train_y, dim, args.exemplars);
-    let name = args.name.clone().unwrap_or_else(|| "dishes".into());
+    let name = args.name.clone().unwrap_or_else(|| default_name.into());
     let mut summary = fitted.summary;
     summary["head"] = json!(name);
-    summary["kind"] = json!("image");
-    summary["skipped"] = json!(skipped);
-    summary["embed_seconds"] = json!(embed_s);
-    summary["degrade"] = json!(args.degrade);
+    summary["kind"] = json!(kind.as_str());
     summary["exemplars"] = json!(exemplars.len());
+    if let Some(fields) = extra.as_object_mut() {
+        for (k, v) in std::mem::take(fields) {
+            summary[k] = v;
+        }
+    }
     let head = NewHead {
         name,
-        kind: HeadKind::Image,
+        kind,
         model: Some(&fitted.head),
         fuse: None,
-        labels: &classes,
+        labels: classes,
         temperature: fitted.temperature,
         exemplars: (args.exemplars > 0).then_some(&exemplars),
         summary: summary.clone(),
@@ -444,7 +469,6 @@ fn fit_text(
     let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
     let embeddings = embedder.texts(&texts)?;
     let embed_s = t.elapsed().as_secs_f64();
-    let dim = embeddings.first().map_or(0, Vec::len);
     let examples: Vec<Example> = rows
         .iter()
         .zip(embeddings)
@@ -454,34 +478,16 @@ fn fit_text(
             features: e,
         })
         .collect();
-    let split = Split::new(&examples, args.holdout);
-    let fitted = fit_split(
-        &split,
-        dim,
-        classes.len(),
-        &fit_config(args, 1e-3, false),
-        None,
-    )?;
-    let exemplars = Exemplars::select(&split.train_x, &split.train_y, dim, args.exemplars);
-    let name = args.name.clone().unwrap_or_else(|| "dishes-text".into());
-    let mut summary = fitted.summary;
-    summary["head"] = json!(name);
-    summary["kind"] = json!("text");
-    summary["skipped"] = json!(bad);
-    summary["embed_seconds"] = json!(embed_s);
-    summary["exemplars"] = json!(exemplars.len());
-    let head = NewHead {
-        name,
-        kind: HeadKind::Text,
-        model: Some(&fitted.head),
-        fuse: None,
-        labels: &classes,
-        temperature: fitted.temperature,
-        exemplars: (args.exemplars > 0).then_some(&exemplars),
-        summary: summary.clone(),
-    };
-    let written = save_heads(pack, args.out.as_deref(), &[head], args.default)?;
-    Ok((vec![summary], written))
+    let mut extra = json!({"skipped": bad, "embed_seconds": embed_s});
+    fit_and_save(
+        args,
+        pack,
+        HeadKind::Text,
+        "dishes-text",
+        &classes,
+        &examples,
+        &mut extra,
+    )
 }
 
 /// A head of the pack by name, or the pack's default of that kind.

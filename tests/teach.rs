@@ -363,3 +363,93 @@ fn bad_teaching_input_is_refused_and_writes_nothing() {
     ]);
     fails_with(&o, "no head 'nope'");
 }
+
+#[test]
+fn recipes_import_search_show_and_classify_suggestions() {
+    let env = Env::new();
+    // The bundled recipes, indexed in the private overlay.
+    let v = env.json(&["recipes", "index", "build", "--json"]);
+    assert_eq!(v["recipes"], 101);
+    let v = env.json(&["recipes", "search", "apple pie", "--top", "3", "--json"]);
+    assert_eq!(v["hits"][0]["id"], "food101-apple_pie", "{v}");
+    // Filters on normalised ingredients: no peanut recipe survives --exclude peanut.
+    let v = env.json(&[
+        "recipes",
+        "search",
+        "pad thai noodles",
+        "--top",
+        "10",
+        "--exclude",
+        "peanut",
+        "--json",
+    ]);
+    let ids: Vec<&str> = v["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_str().unwrap())
+        .collect();
+    assert!(!ids.contains(&"food101-pad_thai"), "{ids:?}");
+    // The exact search is the reference: the IVF path agrees on the top hit.
+    let exact = env.json(&["recipes", "search", "miso soup", "--exact", "--json"]);
+    let fast = env.json(&["recipes", "search", "miso soup", "--json"]);
+    assert_eq!(exact["hits"][0]["id"], fast["hits"][0]["id"]);
+    let r = env.json(&["recipes", "show", "food101-ramen", "--json"]);
+    assert_eq!(r["food101_class"], "ramen");
+    assert!(!r["ingredients"].as_array().unwrap().is_empty());
+
+    // A schema.org page imports into the overlay, with the bad block counted, and is found.
+    let page = env.dir("page.html");
+    std::fs::write(
+        &page,
+        r#"<html><head><script type="application/ld+json">
+{"@context": "https://schema.org", "@type": "Recipe", "name": "Smoky Chipotle Lentil Chili",
+ "recipeIngredient": ["2 cups lentils", "1 chipotle pepper", "1 can tomatoes"],
+ "recipeInstructions": [{"@type": "HowToStep", "text": "Simmer everything for 40 minutes."}]}
+</script><script type="application/ld+json">{ broken </script></head></html>"#,
+    )
+    .unwrap();
+    let v = env.json(&["recipes", "import", page.to_str().unwrap(), "--json"]);
+    assert_eq!(v["imported"], 1, "{v}");
+    assert_eq!(v["indexed"], 102);
+    let v = env.json(&["recipes", "search", "lentil chili", "--top", "1", "--json"]);
+    assert_eq!(v["hits"][0]["title"], "Smoky Chipotle Lentil Chili");
+
+    // Real sample files import with the right counts.
+    if let Some(data) = shared_data("recipes_import") {
+        let l1 = data.join("recipe1m-sample/layer1.json");
+        let v = env.json(&["recipes", "import", l1.to_str().unwrap(), "--json"]);
+        assert_eq!(
+            (v["imported"].as_u64(), v["skipped"].as_u64()),
+            (Some(98), Some(0))
+        );
+        let nlg = data.join("recipenlg-sample/RecipeNLG_dataset.csv");
+        let v = env.json(&["recipes", "import", nlg.to_str().unwrap(), "--json"]);
+        assert_eq!(
+            (v["imported"].as_u64(), v["skipped"].as_u64()),
+            (Some(49), Some(0))
+        );
+        assert_eq!(v["indexed"], 101 + 1 + 98 + 49);
+    }
+
+    // classify lists recipes for the predicted dish.
+    let photo_path = env.dir("p.png");
+    photo(&photo_path, [200, 40, 30], 1);
+    let c = env.json(&["classify", photo_path.to_str().unwrap(), "--json"]);
+    let dish = top1(&c).to_string();
+    assert_eq!(c["recipes"][0]["id"], format!("food101-{dish}"), "{c}");
+
+    // A truncated index is refused with the rebuild command (flipped bytes in every section are
+    // covered by dishcam-recipes' own tests).
+    let idx = std::fs::read_dir(env.home.path().join("overlays"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("recipes/recipes.idx");
+    let bytes = std::fs::read(&idx).unwrap();
+    std::fs::write(&idx, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let o = env.run(&["recipes", "search", "apple pie"]);
+    fails_with(&o, "dishcam recipes index build");
+}
