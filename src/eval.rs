@@ -29,6 +29,32 @@ use crate::{print_json, show, EngineArgs};
 pub enum EvalCommand {
     /// Evaluate a head on folder-per-class photos, labelled texts, or both paired by class.
     Classify(EvalClassifyArgs),
+    /// Image <-> recipe retrieval (medR, R@1/5/10 over bags of 1k and 10k pairs, H-T's
+    /// protocol) for packs whose image and recipe embeddings share a space.
+    Retrieval(EvalRetrievalArgs),
+}
+
+#[derive(Args)]
+pub struct EvalRetrievalArgs {
+    /// Recipe1M folder with layer1.json and layer2.json.
+    #[arg(long)]
+    pairs: PathBuf,
+    /// Image root, in Recipe1M's layout ROOT/<partition>/a/b/c/d/<image id> (default:
+    /// PAIRS/images).
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// Only recipes of this partition (train, val, test).
+    #[arg(long)]
+    partition: Option<String>,
+    /// Seed of the bag sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    no_cache: bool,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -83,7 +109,10 @@ struct Example {
 }
 
 pub fn run(cmd: &EvalCommand, quiet: bool) -> anyhow::Result<ExitCode> {
-    let EvalCommand::Classify(args) = cmd;
+    let args = match cmd {
+        EvalCommand::Classify(args) => args,
+        EvalCommand::Retrieval(args) => return retrieval(args, quiet),
+    };
     let pack = args.engine.open_pack()?;
     let m = &pack.manifest;
     let head_name = args
@@ -368,4 +397,170 @@ fn split_name(s: Split) -> &'static str {
         Split::Holdout => "holdout",
         Split::Train => "train",
     }
+}
+
+/// The recipe text a retrieval pack's recipe tower reads (as `dishcam-train` trains it): title,
+/// ingredients joined with ", ", instructions joined with " ", the three joined with ". ".
+pub fn retrieval_text(r: &dishcam_recipes::Recipe) -> String {
+    let parts = [
+        r.title.trim().to_string(),
+        r.ingredients
+            .iter()
+            .map(|i| i.trim())
+            .filter(|i| !i.is_empty())
+            .collect::<Vec<_>>()
+            .join(", "),
+        r.instructions
+            .iter()
+            .map(|i| i.trim())
+            .filter(|i| !i.is_empty())
+            .collect::<Vec<_>>()
+            .join(" "),
+    ];
+    parts
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join(". ")
+}
+
+fn retrieval(args: &EvalRetrievalArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let pack = args.engine.open_pack()?;
+    let m = &pack.manifest;
+    let (Some(ie), Some(te)) = (&m.image_encoder, &m.text_encoder) else {
+        bail!(
+            "pack '{}' needs an image and a text encoder for retrieval",
+            m.name
+        );
+    };
+    if ie.embedding_dim != te.embedding_dim {
+        bail!(
+            "pack '{}' has no shared image/recipe space (image embeddings are {}-d, text {}-d); packs made by `dishcam-train retrieval` have one",
+            m.name,
+            ie.embedding_dim,
+            te.embedding_dim
+        );
+    }
+    let layer1 = args.pairs.join("layer1.json");
+    if !layer1.is_file() {
+        bail!(
+            "{}: missing; --pairs is a Recipe1M folder with layer1.json and layer2.json",
+            show(&layer1)
+        );
+    }
+    let mut recipes = Vec::new();
+    let layer2 = args.pairs.join("layer2.json");
+    if !layer2.is_file() {
+        bail!(
+            "{}: missing; retrieval pairs each recipe with its images from layer2.json",
+            show(&layer2)
+        );
+    }
+    let report = dishcam_recipes::import_files(
+        &[layer2, layer1],
+        dishcam_recipes::Format::Recipe1m,
+        &mut |r| {
+            recipes.push(r);
+            Ok(())
+        },
+        &mut |_| {},
+    )?;
+    let root = args
+        .images
+        .clone()
+        .unwrap_or_else(|| args.pairs.join("images"));
+    // One pair per recipe: its first image that exists.
+    let mut items = Vec::new();
+    let mut texts = Vec::new();
+    let mut no_image = 0;
+    for r in &recipes {
+        let part = r
+            .tags
+            .iter()
+            .find_map(|t| t.strip_prefix("recipe1m:"))
+            .unwrap_or("");
+        if args.partition.as_deref().is_some_and(|p| p != part) {
+            continue;
+        }
+        let found = r.images.iter().find_map(|id| {
+            let sub: std::path::PathBuf = id.chars().take(4).map(String::from).collect();
+            let path = root.join(part).join(sub).join(id);
+            path.is_file().then_some(path)
+        });
+        match found {
+            Some(path) => {
+                items.push(dishcam_runtime::dataset::LabelledImage {
+                    path,
+                    class: String::new(),
+                    id: r.id.clone(),
+                });
+                texts.push(retrieval_text(r));
+            }
+            None => no_image += 1,
+        }
+    }
+    if items.len() < 2 {
+        bail!(
+            "{}: {} recipe(s) with an image under {}; retrieval needs at least 2 pairs",
+            show(&args.pairs),
+            items.len(),
+            show(&root)
+        );
+    }
+    let backend = args.engine.backend()?;
+    let embedder = args
+        .engine
+        .embedder(&pack, backend.as_ref(), quiet, args.no_cache)?;
+    let image_emb = embedder.images(&items, None, None, &args.engine.decode_options())?;
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let text_emb = embedder.texts(&refs)?;
+    let (mut img, mut txt) = (Vec::new(), Vec::new());
+    let mut undecodable = 0;
+    for (i, t) in image_emb.into_iter().zip(text_emb) {
+        match i {
+            Some(i) => {
+                img.extend(i);
+                txt.extend(t);
+            }
+            None => undecodable += 1,
+        }
+    }
+    let dim = ie.embedding_dim;
+    let reports = dishcam_recipes::retrieval_protocol(&img, &txt, dim, args.seed)?;
+    let v = json!({
+        "schema": "dishcam.eval.retrieval/1",
+        "pack": m.name,
+        "pairs": img.len() / dim,
+        "recipes": recipes.len(),
+        "skipped_records": report.skipped,
+        "no_image": no_image,
+        "undecodable": undecodable,
+        "partition": args.partition,
+        "backend": backend.kind().as_str(),
+        "precision": args.engine.precision,
+        "protocol": "cosine; rank = 1 + items strictly closer; 10 bags of each size (one bag when the set is smaller)",
+        "results": reports,
+    });
+    if args.json {
+        print_json(&v);
+    } else {
+        println!(
+            "{}: {} pairs ({} recipes without an image skipped)",
+            m.name,
+            img.len() / dim,
+            no_image
+        );
+        for r in &reports {
+            for (dir, s) in [
+                ("image->recipe", &r.image_to_recipe),
+                ("recipe->image", &r.recipe_to_image),
+            ] {
+                println!(
+                    "  bag {:>5} x {:>2}  {dir}: medR {:.1}  R@1 {:.3}  R@5 {:.3}  R@10 {:.3}",
+                    r.bag_size, r.bags, s.med_r, s.r_at_1, s.r_at_5, s.r_at_10
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -227,6 +227,19 @@ def test_retrieval_pack_embeds_both_sides_in_one_space(recipe_root, tmp_path):
     _close(got_img, want_img, 2e-2)
     _close(got_txt, want_txt, 1e-3)
 
+    # `dishcam eval retrieval` on the same Recipe1M folder: one pair per recipe with an image,
+    # the recipe text as the trainer builds it, H-T's protocol (one bag: fewer than 1k pairs).
+    ev = json.loads(dishcam("eval", "retrieval", "--pack", pack, "--pairs", recipe_root, "--json").stdout)
+    n = len(recipe1m_recipes(recipe_root, None))
+    assert ev["schema"] == "dishcam.eval.retrieval/1"
+    assert ev["pairs"] == n
+    [bag] = ev["results"]
+    assert (bag["bag_size"], bag["bags"]) == (n, 1)
+    for side in ("image_to_recipe", "recipe_to_image"):
+        s = bag[side]
+        assert 1 <= s["med_r"] <= n
+        assert 0 <= s["r_at_1"] <= s["r_at_5"] <= s["r_at_10"] <= 1
+
 
 def test_hierarchical_encoder_is_refused_with_a_reason(recipe_root, tmp_path):
     out = tmp_path / "ht"
