@@ -42,6 +42,24 @@ from .progressive import PRESETS, ProgressiveRange, stage_for_epoch, stage_setti
 from .transforms import EvalTransform, TrainTransform, mix_batch
 from .utils import CsvLog, atomic_torch_save, epoch_seed, load_checkpoint, rng_state, seed_everything, set_rng_state
 
+
+def checkpoint_payload(task, cfg, tokenizer, model, opt, args, epoch, step, best, metrics) -> dict:
+    """Everything a checkpoint holds: enough to resume (optimizer, step, RNG) and to export."""
+    return {
+        "task": task,
+        "model_config": cfg,
+        "tokenizer": tokenizer.to_str() if tokenizer is not None else None,
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "epoch": epoch,
+        "step": step,
+        "best": best,
+        "metrics": metrics,
+        "rng": rng_state(),
+        "args": {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))},
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # Building models from a stored config
 
@@ -376,19 +394,7 @@ def run_fusion(args) -> dict:
     branches = cfg["head"] == "late-fusion"
 
     def payload(epoch, metrics):
-        return {
-            "task": "fusion",
-            "model_config": cfg,
-            "tokenizer": tokenizer.to_str() if tokenizer is not None else None,
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "epoch": epoch,
-            "step": step,
-            "best": best,
-            "metrics": metrics,
-            "rng": rng_state(),
-            "args": {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))},
-        }
+        return checkpoint_payload("fusion", cfg, tokenizer, model, opt, args, epoch, step, best, metrics)
 
     metrics = {}
     for epoch in range(start_epoch, args.epochs):
@@ -581,19 +587,7 @@ def run_retrieval(args) -> dict:
         return loss
 
     def payload(epoch, metrics):
-        return {
-            "task": "retrieval",
-            "model_config": cfg,
-            "tokenizer": tokenizer.to_str(),
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "epoch": epoch,
-            "step": step,
-            "best": best,
-            "metrics": metrics,
-            "rng": rng_state(),
-            "args": {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))},
-        }
+        return checkpoint_payload("retrieval", cfg, tokenizer, model, opt, args, epoch, step, best, metrics)
 
     metrics = {}
     val_ds = D.RecipeImageDataset(val_r, EvalTransform(spec), train=False)
