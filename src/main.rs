@@ -1,6 +1,7 @@
 //! `dishcam`: the command line. Wiring only: the work happens in `dishcam-models` and
 //! `dishcam-runtime`. Logs go to stderr, results to stdout.
 
+mod calibrate;
 mod classify;
 mod embed;
 mod eval;
@@ -14,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use dishcam_models::{Home, Pack, Precision};
-use dishcam_runtime::backend::{self, BackendKind, SessionOptions};
+use dishcam_runtime::backend::{self, BackendChoice, SessionOptions};
 use dishcam_runtime::image_io::{DecodeOptions, DEFAULT_MAX_PIXELS};
 use dishcam_runtime::LoadOptions;
 
@@ -56,6 +57,9 @@ enum Command {
         #[command(subcommand)]
         command: recipes::RecipesCommand,
     },
+    /// Make INT8 variants of a pack's encoders from real photos (Q/DQ ONNX for onnxruntime and
+    /// TensorRT, a TensorRT calibration cache, and a report of agreement with fp32).
+    Calibrate(calibrate::CalibrateArgs),
     /// Install, check and describe model packs.
     Models {
         #[command(subcommand)]
@@ -69,15 +73,23 @@ pub struct EngineArgs {
     /// Model pack: an installed pack's name or a pack directory.
     #[arg(long, default_value = "lite", env = "DISHCAM_PACK")]
     pub pack: String,
-    /// Inference backend.
-    #[arg(long, default_value = "tract")]
+    /// Inference backend: auto (onnxruntime when its library loads, else tract), onnxruntime
+    /// or tract.
+    #[arg(long, default_value = "auto", env = "DISHCAM_BACKEND")]
     pub backend: String,
     /// Model precision variant (fp32, fp16, int8).
     #[arg(long, default_value = "fp32")]
     pub precision: String,
-    /// Intra-op threads (backend default when unset).
+    /// Intra-op threads (backend default when unset: onnxruntime uses one per physical core).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// onnxruntime graph optimisation: disable, basic, extended, all.
+    #[arg(long, default_value = "all")]
+    pub optimization: String,
+    /// onnxruntime execution providers in order of preference (cpu, cuda, tensorrt); the CUDA
+    /// and TensorRT ones need an onnxruntime GPU build at ORT_DYLIB_PATH.
+    #[arg(long, value_delimiter = ',')]
+    pub provider: Vec<String>,
     /// Largest photo accepted, in pixels; larger ones are refused from their header.
     #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
     pub max_pixels: u64,
@@ -89,9 +101,14 @@ impl EngineArgs {
         Ok(Pack::open(&self.pack, &home)?)
     }
 
+    /// Opens the backend; `auto` says on stderr, in one line, why it fell back to tract.
     pub fn backend(&self) -> anyhow::Result<Box<dyn backend::Backend>> {
-        let kind: BackendKind = self.backend.parse()?;
-        Ok(backend::backend(kind)?)
+        let choice: BackendChoice = self.backend.parse()?;
+        let (backend, notice) = backend::open(choice)?;
+        if let Some(notice) = notice {
+            eprintln!("note: {notice}");
+        }
+        Ok(backend)
     }
 
     pub fn load_options(&self) -> anyhow::Result<LoadOptions> {
@@ -100,6 +117,13 @@ impl EngineArgs {
             precision,
             session: SessionOptions {
                 threads: self.threads,
+                optimization: self.optimization.parse().map_err(anyhow::Error::msg)?,
+                providers: self
+                    .provider
+                    .iter()
+                    .map(|p| p.parse())
+                    .collect::<Result<_, String>>()
+                    .map_err(anyhow::Error::msg)?,
             },
         })
     }
@@ -113,10 +137,8 @@ impl EngineArgs {
         quiet: bool,
         no_cache: bool,
     ) -> anyhow::Result<features::Embedder<'a>> {
-        let opts = LoadOptions {
-            session: SessionOptions { threads: Some(1) },
-            ..self.load_options()?
-        };
+        let mut opts = self.load_options()?;
+        opts.session.threads = Some(1);
         Ok(features::Embedder {
             pack,
             backend,
@@ -168,6 +190,7 @@ fn main() -> ExitCode {
         .parse_env("DISHCAM_LOG")
         .init();
     let result = match cli.command {
+        Command::Calibrate(args) => calibrate::run(&args, cli.quiet),
         Command::Classify(args) => classify::run(&args),
         Command::Embed { what } => embed::run(&what),
         Command::Models { command } => models::run(&command, cli.quiet),

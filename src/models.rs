@@ -10,7 +10,7 @@ use dishcam_models::manifest::Precision;
 use dishcam_models::onnx::read_signature;
 use dishcam_models::pull::{pull, PullOptions, PullOutcome};
 use dishcam_models::{Home, Pack};
-use dishcam_runtime::backend::{self, BackendKind, ModelSpec, SessionOptions};
+use dishcam_runtime::backend::{self, BackendChoice, ModelSpec, SessionOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -36,7 +36,7 @@ pub enum ModelsCommand {
         /// An installed pack's name, a pack directory, or an .onnx file.
         target: String,
         /// Backend used to load a single .onnx file.
-        #[arg(long, default_value = "tract")]
+        #[arg(long, default_value = "auto")]
         backend: String,
     },
     /// Describe a pack: encoders, inputs, preprocessing, heads, files.
@@ -65,6 +65,7 @@ pub fn run(cmd: &ModelsCommand, quiet: bool) -> anyhow::Result<ExitCode> {
             let opts = PullOptions {
                 wheels: wheels.clone(),
                 force: *force,
+                quantise: Some(dishcam_calibration::artefacts::add_lite_int8),
             };
             let outcome = pull(name, &home, &opts, &mut |msg: &str| {
                 bar.set_message(msg.to_string())
@@ -80,12 +81,32 @@ pub fn run(cmd: &ModelsCommand, quiet: bool) -> anyhow::Result<ExitCode> {
                     p
                 }
             };
+            let bar = spinner(quiet);
+            let library =
+                dishcam_models::runtime_lib::pull_library(&home, &opts, &mut |msg: &str| {
+                    bar.set_message(msg.to_string())
+                });
+            bar.finish_and_clear();
+            match library {
+                Ok(p) => println!(
+                    "onnxruntime {}: {}",
+                    dishcam_models::runtime_lib::ORT_VERSION,
+                    show(&p)
+                ),
+                Err(e @ dishcam_models::pull::PullError::NoRuntimeWheel { .. }) => {
+                    eprintln!("warning: {e}")
+                }
+                Err(e) => return Err(e.into()),
+            }
             // The recipe index is derived data in the overlay: (re)build it when it is missing
             // or was built with another text encoder.
             let pack = Pack::open_dir(&dir, &home)?;
             let opts = dishcam_runtime::LoadOptions::default();
             if pack.manifest.recipes.is_some() && !crate::recipes::index_is_current(&pack, &opts) {
-                let backend = backend::backend(BackendKind::Tract)?;
+                let (backend, notice) = backend::open(BackendChoice::Auto)?;
+                if let Some(notice) = notice {
+                    eprintln!("note: {notice}");
+                }
                 let n = crate::recipes::build_index(&pack, backend.as_ref(), &opts, quiet)?;
                 println!("{name}: indexed {n} recipes");
             }
@@ -186,8 +207,11 @@ fn spinner(quiet: bool) -> ProgressBar {
 
 fn verify_onnx(path: &Path, backend_name: &str) -> anyhow::Result<ExitCode> {
     let sig = read_signature(path)?;
-    let kind: BackendKind = backend_name.parse()?;
-    let backend = backend::backend(kind)?;
+    let (backend, notice) = backend::open(backend_name.parse()?)?;
+    if let Some(notice) = notice {
+        eprintln!("note: {notice}");
+    }
+    let kind = backend.kind();
     let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", show(path)))?;
     backend.load(
         &ModelSpec {

@@ -170,7 +170,10 @@ pub fn build_index(
         pack,
         backend,
         opts: LoadOptions {
-            session: dishcam_runtime::backend::SessionOptions { threads: Some(1) },
+            session: dishcam_runtime::backend::SessionOptions {
+                threads: Some(1),
+                ..opts.session.clone()
+            },
             ..opts.clone()
         },
         workers: std::thread::available_parallelism().map_or(1, |n| n.get()),

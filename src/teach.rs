@@ -917,6 +917,7 @@ pub fn save_heads(
                         Variant {
                             onnx,
                             note: "dishcam teach".into(),
+                            artefacts: BTreeMap::new(),
                         },
                     )])
                 })

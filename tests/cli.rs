@@ -60,7 +60,7 @@ fn classify_json_follows_the_documented_schema() {
         v["head"], "food101",
         "the lite pack names Food-101 dishes by default"
     );
-    assert_eq!(v["backend"], "tract");
+    assert_eq!(v["backend"], "onnxruntime", "auto prefers onnxruntime");
     assert_eq!(v["precision"], "fp32");
     assert_eq!(
         (v["width"].as_u64(), v["height"].as_u64()),
@@ -363,8 +363,8 @@ fn unknown_names_list_what_exists() {
         &["unknown backend 'cuda'", "tract"],
     );
     assert_fails_with(
-        &dishcam(&["classify", &img, "--precision", "int8"]),
-        &["no int8 variant", "dishcam calibrate"],
+        &dishcam(&["classify", &img, "--precision", "fp16"]),
+        &["no fp16 variant", "fp32, int8"],
     );
     assert_fails_with(
         &dishcam(&["classify", &img, "--pack", "nosuchpack"]),

@@ -32,6 +32,7 @@ impl Env {
             .args(args)
             .args(pack)
             .env("DISHCAM_HOME", self.home.path())
+            .env("ORT_DYLIB_PATH", ort_library())
             .env("DISHCAM_LOG", "error")
             .output()
             .expect("run dishcam")

@@ -9,6 +9,7 @@ pub mod manifest;
 pub mod onnx;
 pub mod pack;
 pub mod pull;
+pub mod runtime_lib;
 pub mod torch_pickle;
 
 pub use manifest::{Manifest, Precision};

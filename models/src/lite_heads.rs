@@ -99,6 +99,7 @@ pub fn write_lite_heads(dir: &Path) -> std::io::Result<Vec<Head>> {
                 Variant {
                     onnx: write_pack_file(dir, &file("head.onnx"), bytes)?,
                     note: "fitted by scripts/fit_lite_heads.sh".into(),
+                    artefacts: BTreeMap::new(),
                 },
             )]),
             None => BTreeMap::new(),

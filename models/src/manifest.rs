@@ -111,6 +111,11 @@ pub struct Variant {
     /// Free text: calibration method and data for int8 variants.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub note: String,
+    /// Files made with the variant, by role: for int8, `table` (per-tensor amax, JSON),
+    /// `tensorrt_onnx` (int8 symmetric Q/DQ, TensorRT's explicit quantisation), `tensorrt_cache`
+    /// (implicit calibration cache for TensorRT 8.5-10.0) and `report` (agreement with fp32).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub artefacts: BTreeMap<String, PackFile>,
 }
 
 /// Element type of a tensor at a model boundary.
@@ -413,6 +418,9 @@ impl Manifest {
         ) {
             for (p, var) in v {
                 out.push((format!("{prefix}.variants.{p}"), &var.onnx));
+                for (role, f) in &var.artefacts {
+                    out.push((format!("{prefix}.variants.{p}.artefacts.{role}"), f));
+                }
             }
         }
         if let Some(e) = &self.image_encoder {
@@ -806,6 +814,7 @@ mod tests {
                 Variant {
                     onnx: file(f),
                     note: String::new(),
+                    artefacts: BTreeMap::new(),
                 },
             )])
         };

@@ -513,12 +513,14 @@ fn apply_overlay(m: &mut Manifest, o: OverlayManifest, files: &mut HashSet<Strin
     if let Some(e) = m.image_encoder.as_mut() {
         for (p, v) in o.image_encoder_variants {
             files.insert(v.onnx.file.clone());
+            files.extend(v.artefacts.values().map(|f| f.file.clone()));
             e.variants.insert(p, v);
         }
     }
     if let Some(t) = m.text_encoder.as_mut() {
         for (p, v) in o.text_encoder_variants {
             files.insert(v.onnx.file.clone());
+            files.extend(v.artefacts.values().map(|f| f.file.clone()));
             t.variants.insert(p, v);
         }
     }
@@ -652,6 +654,7 @@ mod tests {
                     Variant {
                         onnx,
                         note: String::new(),
+                        artefacts: BTreeMap::new(),
                     },
                 )]),
                 input: TensorSpec::new(

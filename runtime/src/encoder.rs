@@ -87,6 +87,27 @@ impl ImageEncoder {
         let file = pick_variant(pack, "image encoder", &enc.variants, opts.precision)?;
         let bytes =
             pack.read_verified(&format!("image_encoder.variants.{}", opts.precision), file)?;
+        Self::load_model(pack, backend, opts, extra_outputs, &bytes, pack.path(file))
+    }
+
+    /// Loads the pack's image encoder from `bytes` instead of its variant file (e.g. a variant
+    /// being made by `dishcam calibrate`); `model` names it in messages.
+    pub fn load_model(
+        pack: &Pack,
+        backend: &dyn Backend,
+        opts: &LoadOptions,
+        extra_outputs: &[&str],
+        bytes: &[u8],
+        model: PathBuf,
+    ) -> Result<Self, RuntimeError> {
+        let enc = pack
+            .manifest
+            .image_encoder
+            .as_ref()
+            .ok_or_else(|| RuntimeError::NoEncoder {
+                pack: pack.manifest.name.clone(),
+                part: "image encoder",
+            })?;
         let mut outputs = vec![];
         for name in
             std::iter::once(enc.embedding_output.as_str()).chain(extra_outputs.iter().copied())
@@ -108,11 +129,10 @@ impl ImageEncoder {
                 })?;
             outputs.push(spec);
         }
-        let model = pack.path(file);
         let session = backend.load(
             &ModelSpec {
                 path: &model,
-                bytes: &bytes,
+                bytes,
                 precision: opts.precision,
                 inputs: std::slice::from_ref(&enc.input),
                 outputs: &outputs,
@@ -219,6 +239,26 @@ impl TextEncoder {
         let file = pick_variant(pack, "text encoder", &enc.variants, opts.precision)?;
         let bytes =
             pack.read_verified(&format!("text_encoder.variants.{}", opts.precision), file)?;
+        Self::load_model(pack, backend, opts, &bytes, pack.path(file))
+    }
+
+    /// Loads the pack's text encoder from `bytes` instead of its variant file (e.g. a variant
+    /// being made by `dishcam calibrate`); `model` names it in messages.
+    pub fn load_model(
+        pack: &Pack,
+        backend: &dyn Backend,
+        opts: &LoadOptions,
+        bytes: &[u8],
+        model: PathBuf,
+    ) -> Result<Self, RuntimeError> {
+        let enc = pack
+            .manifest
+            .text_encoder
+            .as_ref()
+            .ok_or_else(|| RuntimeError::NoEncoder {
+                pack: pack.manifest.name.clone(),
+                part: "text encoder",
+            })?;
         let tok_bytes = pack.read_verified("text_encoder.tokenizer", &enc.tokenizer)?;
         let tokenizer = TextTokenizer::from_bytes(
             &tok_bytes,
@@ -231,11 +271,10 @@ impl TextEncoder {
             .find(|o| o.name == enc.embedding_output)
             .cloned()
             .expect("validated: embedding_output is an output");
-        let model = pack.path(file);
         let session = backend.load(
             &ModelSpec {
                 path: &model,
-                bytes: &bytes,
+                bytes,
                 precision: opts.precision,
                 inputs: &enc.inputs,
                 outputs: std::slice::from_ref(&output),

@@ -74,3 +74,10 @@ pub fn top5(v: &[f32]) -> Vec<usize> {
         .map(|s| s.class)
         .collect()
 }
+
+/// The onnxruntime library `dishcam models pull` put in the real home; CLI tests that run with a
+/// temporary `DISHCAM_HOME` pass it as `ORT_DYLIB_PATH` so they use the default backend.
+pub fn ort_library() -> PathBuf {
+    let home = Home::from_env().expect("a home directory");
+    dishcam_models::runtime_lib::library_path(&home)
+}

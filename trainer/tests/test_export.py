@@ -273,17 +273,28 @@ def test_hierarchical_encoder_is_refused_with_a_reason(recipe_root, tmp_path):
 
 
 def test_calibrate_makes_int8_variants(upmc_root, tmp_path):
-    """PENDING `dishcam calibrate` (the onnxruntime/INT8 issue): skipped until the command exists.
-    When it lands, adjust the invocation below to its real flags."""
+    """An exported pack goes through `dishcam calibrate` (into its user overlay, under a private
+    DISHCAM_HOME), gains int8 variants of its image encoder, and still verifies."""
     if not BIN.is_file():
         pytest.skip(MISSING_BIN)
-    if subprocess.run([str(BIN), "calibrate", "--help"], capture_output=True).returncode != 0:
-        pytest.skip("\n\n*** SKIPPED: `dishcam calibrate` does not exist yet; this test turns on when it does. ***\n")
+    env = {**os.environ, "DISHCAM_HOME": str(tmp_path / "home")}
     for model in ("tiny_efficientnet_v2", "tiny_clip_vit"):
         pack, _, _ = _export(
             _checkpoint(tmp_path, upmc_root, "image", model), tmp_path, f"cal-{model.replace('_', '-')}"
         )
-        dishcam("calibrate", "--pack", pack, "--data", upmc_root / "images" / "train")
-        m = tomllib.loads((pack / "pack.toml").read_text())
-        assert "int8" in m["image_encoder"]["variants"]
-        dishcam("models", "verify", pack)
+        r = subprocess.run(
+            [str(BIN), "calibrate", "--pack", str(pack), "--images", str(upmc_root / "images" / "train"),
+             "--samples", "32", "--validate", "4", "--holdout", "0.1", "--keep-fp32", "none", "--json"],
+            capture_output=True, text=True, timeout=300, env=env,
+        )
+        assert r.returncode == 0, f"calibrate failed:\n{r.stdout}\n{r.stderr}"
+        report = json.loads(r.stdout)
+        assert report["calibration_photos"] == 32
+        info = subprocess.run(
+            [str(BIN), "models", "info", str(pack), "--json"], capture_output=True, text=True, env=env
+        )
+        assert info.returncode == 0, info.stderr
+        variants = json.loads(info.stdout)["image_encoder"]["variants"]
+        assert "int8" in variants, variants
+        r = subprocess.run([str(BIN), "models", "verify", str(pack)], capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr

@@ -2,10 +2,13 @@
 //! that runs it on named inputs; the shared test suite in `tests/backends.rs` runs the same
 //! problems on each backend compiled in.
 
+pub mod onnxruntime;
 pub mod tract;
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use dishcam_models::pack::Home;
 
 use dishcam_models::manifest::TensorSpec;
 use dishcam_models::Precision;
@@ -15,15 +18,19 @@ use crate::tensor::{Tensor, TensorRef};
 /// Which engine runs the models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BackendKind {
+    /// onnxruntime, loaded at run time: fp32 and int8 Q/DQ, CPU and (where the library has
+    /// them) CUDA and TensorRT execution providers.
+    Onnxruntime,
     /// Pure-Rust tract: always built, fp32.
     Tract,
 }
 
 impl BackendKind {
-    pub const ALL: [BackendKind; 1] = [BackendKind::Tract];
+    pub const ALL: [BackendKind; 2] = [BackendKind::Onnxruntime, BackendKind::Tract];
 
     pub fn as_str(self) -> &'static str {
         match self {
+            BackendKind::Onnxruntime => "onnxruntime",
             BackendKind::Tract => "tract",
         }
     }
@@ -40,10 +47,7 @@ impl std::str::FromStr for BackendKind {
     fn from_str(s: &str) -> Result<Self, BackendError> {
         match s {
             "tract" => Ok(BackendKind::Tract),
-            "onnxruntime" | "ort" => Err(BackendError::NotCompiled {
-                backend: "onnxruntime".into(),
-                hint: "this build has only the tract backend; use --backend tract".into(),
-            }),
+            "onnxruntime" | "ort" => Ok(BackendKind::Onnxruntime),
             "tensorrt" | "trt" => Err(BackendError::NotCompiled {
                 backend: "tensorrt".into(),
                 hint: "rebuild with --features tensorrt on a machine with TensorRT".into(),
@@ -57,8 +61,10 @@ impl std::str::FromStr for BackendKind {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackendError {
-    #[error("unknown backend '{0}'; available: tract")]
+    #[error("unknown backend '{0}'; available: auto, onnxruntime, tract")]
     Unknown(String),
+    #[error("backend {backend} is not available: {why}")]
+    Unavailable { backend: String, why: String },
     #[error("backend {backend} is not compiled in: {hint}")]
     NotCompiled { backend: String, hint: String },
     #[error("{model}: {backend} cannot run {precision} models: {why}")]
@@ -100,11 +106,75 @@ pub struct ModelSpec<'a> {
     pub fixed_dims: &'a [(&'a str, usize)],
 }
 
+/// Graph optimisation level (onnxruntime's levels; tract always optimises fully).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GraphOptimization {
+    Disable,
+    Basic,
+    Extended,
+    #[default]
+    All,
+}
+
+impl std::str::FromStr for GraphOptimization {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "disable" | "none" => Ok(GraphOptimization::Disable),
+            "basic" => Ok(GraphOptimization::Basic),
+            "extended" => Ok(GraphOptimization::Extended),
+            "all" => Ok(GraphOptimization::All),
+            other => Err(format!(
+                "unknown optimisation level '{other}' (expected disable, basic, extended or all)"
+            )),
+        }
+    }
+}
+
+/// An execution provider for onnxruntime, in order of preference. Providers the loaded library
+/// lacks are skipped with a warning from onnxruntime, and the CPU runs what is left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Provider {
+    Cpu,
+    Cuda {
+        device: u32,
+    },
+    TensorRt {
+        device: u32,
+        fp16: bool,
+        int8: bool,
+        /// Directory for TensorRT engine caches (built once per model and device).
+        engine_cache: Option<PathBuf>,
+    },
+}
+
+impl std::str::FromStr for Provider {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(Provider::Cpu),
+            "cuda" => Ok(Provider::Cuda { device: 0 }),
+            "tensorrt" | "trt" => Ok(Provider::TensorRt {
+                device: 0,
+                fp16: true,
+                int8: false,
+                engine_cache: None,
+            }),
+            other => Err(format!(
+                "unknown execution provider '{other}' (expected cpu, cuda or tensorrt)"
+            )),
+        }
+    }
+}
+
 /// Per-session settings.
 #[derive(Debug, Clone, Default)]
 pub struct SessionOptions {
-    /// Intra-op threads; `None` lets the backend choose.
+    /// Intra-op threads; `None` lets the backend choose (onnxruntime: one per physical core).
     pub threads: Option<usize>,
+    pub optimization: GraphOptimization,
+    /// Execution providers (onnxruntime only); empty means CPU.
+    pub providers: Vec<Provider>,
 }
 
 /// An inference engine.
@@ -124,9 +194,87 @@ pub trait Session: Send {
     fn run(&mut self, inputs: &[TensorRef<'_>]) -> Result<Vec<Tensor>, BackendError>;
 }
 
-/// The backend of `kind`.
+/// The backend of `kind`; onnxruntime looks for its library as
+/// [`onnxruntime::library_candidates`] says, with the dishcam home from the environment.
 pub fn backend(kind: BackendKind) -> Result<Box<dyn Backend>, BackendError> {
     match kind {
         BackendKind::Tract => Ok(Box::new(tract::TractBackend)),
+        BackendKind::Onnxruntime => {
+            let home = Home::from_env().ok();
+            Ok(Box::new(onnxruntime::OrtBackend::new(home.as_ref())?))
+        }
     }
+}
+
+/// What the user asked for: a backend, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// onnxruntime when its library loads, tract otherwise.
+    Auto,
+    Only(BackendKind),
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = BackendError;
+    fn from_str(s: &str) -> Result<Self, BackendError> {
+        if s == "auto" {
+            Ok(BackendChoice::Auto)
+        } else {
+            s.parse().map(BackendChoice::Only)
+        }
+    }
+}
+
+/// Opens the chosen backend. `auto` prefers onnxruntime and falls back to tract; the second
+/// value is then the one-line reason to show the user.
+pub fn open(choice: BackendChoice) -> Result<(Box<dyn Backend>, Option<String>), BackendError> {
+    match choice {
+        BackendChoice::Only(kind) => Ok((backend(kind)?, None)),
+        BackendChoice::Auto => match backend(BackendKind::Onnxruntime) {
+            Ok(b) => Ok((b, None)),
+            Err(e) => Ok((
+                Box::new(tract::TractBackend),
+                Some(format!("using tract: {e}")),
+            )),
+        },
+    }
+}
+
+/// Checks inputs against the shapes a session was loaded with.
+pub(crate) fn check_inputs(
+    model: &str,
+    inputs: &[TensorRef<'_>],
+    want: &[Vec<Option<usize>>],
+) -> Result<(), BackendError> {
+    if inputs.len() != want.len() {
+        return Err(BackendError::Run {
+            model: model.to_string(),
+            reason: format!(
+                "{} inputs given, the model takes {}",
+                inputs.len(),
+                want.len()
+            ),
+        });
+    }
+    for (index, (input, want)) in inputs.iter().zip(want).enumerate() {
+        let shape = input.shape();
+        let ok = shape.len() == want.len()
+            && shape
+                .iter()
+                .zip(want)
+                .all(|(g, w)| w.is_none_or(|w| w == *g));
+        if !ok {
+            let text: Vec<String> = want
+                .iter()
+                .map(|w| w.map_or("?".into(), |v| v.to_string()))
+                .collect();
+            return Err(BackendError::InputShape {
+                model: model.to_string(),
+                index,
+                got: shape.to_vec(),
+                want: format!("[{}]", text.join(", ")),
+            });
+        }
+    }
+    Ok(())
 }

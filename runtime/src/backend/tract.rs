@@ -153,33 +153,9 @@ impl Session for TractSession {
             model: self.model.clone(),
             reason,
         };
-        if inputs.len() != self.input_shapes.len() {
-            return Err(run_err(format!(
-                "{} inputs given, the model takes {}",
-                inputs.len(),
-                self.input_shapes.len()
-            )));
-        }
+        super::check_inputs(&self.model, inputs, &self.input_shapes)?;
         let mut values: TVec<TValue> = tvec![];
-        for (index, (input, want)) in inputs.iter().zip(&self.input_shapes).enumerate() {
-            let shape = input.shape();
-            let ok = shape.len() == want.len()
-                && shape
-                    .iter()
-                    .zip(want)
-                    .all(|(g, w)| w.is_none_or(|w| w == *g));
-            if !ok {
-                let text: Vec<String> = want
-                    .iter()
-                    .map(|w| w.map_or("?".into(), |v| v.to_string()))
-                    .collect();
-                return Err(BackendError::InputShape {
-                    model: self.model.clone(),
-                    index,
-                    got: shape.to_vec(),
-                    want: format!("[{}]", text.join(", ")),
-                });
-            }
+        for input in inputs {
             let t = match input {
                 TensorRef::F32 { shape, data } => Tensor::from_shape(shape, data),
                 TensorRef::I64 { shape, data } => Tensor::from_shape(shape, data),

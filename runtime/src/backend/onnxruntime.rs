@@ -1,0 +1,280 @@
+//! The onnxruntime backend: the `ort` crate loads `libonnxruntime` at run time (`load-dynamic`),
+//! so nothing is needed to build it. The library comes from `dishcam models pull` (the pinned
+//! CPU wheel, extracted into the cache) or from `ORT_DYLIB_PATH` (e.g. a CUDA/TensorRT build on a
+//! Jetson). It runs fp32 and int8 Q/DQ models with real int8 kernels.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use dishcam_models::manifest::{DType, Dim};
+use dishcam_models::pack::Home;
+use dishcam_models::runtime_lib;
+use ort::environment::Environment;
+use ort::ep;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{OutputSelector, RunOptions, Session as OrtSession};
+use ort::value::{DynValue, TensorRef as OrtTensorRef};
+
+use super::{
+    Backend, BackendError, BackendKind, GraphOptimization, ModelSpec, Provider, Session,
+    SessionOptions,
+};
+use crate::tensor::{Tensor, TensorData, TensorRef};
+
+/// The process-wide onnxruntime environment; `ort` allows one per process, and the library it
+/// loaded stays loaded.
+static ENVIRONMENT: OnceLock<Result<(Environment, PathBuf), String>> = OnceLock::new();
+
+/// Where the onnxruntime library is looked for, in order: `ORT_DYLIB_PATH`, then the library
+/// `dishcam models pull` extracts into the cache.
+pub fn library_candidates(home: Option<&Home>) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        out.push(PathBuf::from(p));
+    }
+    if let Some(home) = home {
+        out.push(runtime_lib::library_path(home));
+    }
+    out
+}
+
+/// Loads the library once per process. Later calls return the first outcome.
+fn environment(home: Option<&Home>) -> Result<&'static (Environment, PathBuf), BackendError> {
+    let loaded = ENVIRONMENT.get_or_init(|| {
+        let candidates = library_candidates(home);
+        let Some(path) = candidates.iter().find(|p| p.is_file()) else {
+            let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+            return Err(format!(
+                "no onnxruntime library found (looked at {}); run `dishcam models pull lite` or set ORT_DYLIB_PATH to a libonnxruntime.so",
+                if looked.is_empty() { "nothing: no dishcam home".into() } else { looked.join(", ") }
+            ));
+        };
+        let builder = ort::init_from(path)
+            .map_err(|e| format!("{}: cannot load onnxruntime ({e})", path.display()))?;
+        let env = builder
+            .with_name("dishcam")
+            .with_telemetry(false)
+            .build()
+            .map_err(|e| format!("{}: cannot start onnxruntime ({e})", path.display()))?;
+        Ok((env, path.clone()))
+    });
+    loaded.as_ref().map_err(|why| BackendError::Unavailable {
+        backend: "onnxruntime".into(),
+        why: why.clone(),
+    })
+}
+
+/// The onnxruntime backend.
+pub struct OrtBackend {
+    env: &'static Environment,
+    library: &'static Path,
+}
+
+impl OrtBackend {
+    /// Loads the onnxruntime library (see [`library_candidates`]); an error says where it looked.
+    pub fn new(home: Option<&Home>) -> Result<OrtBackend, BackendError> {
+        let (env, library) = environment(home)?;
+        Ok(OrtBackend { env, library })
+    }
+
+    /// The library file this process runs.
+    pub fn library(&self) -> &Path {
+        self.library
+    }
+}
+
+struct OrtSessionImpl {
+    model: String,
+    session: OrtSession,
+    run_options: RunOptions<ort::session::HasSelectedOutputs>,
+    input_names: Vec<String>,
+    /// Fixed sizes of every input dimension, `None` where the model is dynamic.
+    input_shapes: Vec<Vec<Option<usize>>>,
+    output_names: Vec<String>,
+}
+
+fn optimisation_level(level: GraphOptimization) -> GraphOptimizationLevel {
+    match level {
+        GraphOptimization::Disable => GraphOptimizationLevel::Disable,
+        GraphOptimization::Basic => GraphOptimizationLevel::Level1,
+        GraphOptimization::Extended => GraphOptimizationLevel::Level2,
+        GraphOptimization::All => GraphOptimizationLevel::All,
+    }
+}
+
+fn providers(list: &[Provider]) -> Vec<ep::ExecutionProviderDispatch> {
+    list.iter()
+        .map(|p| match p {
+            Provider::Cpu => ep::CPU::default().build(),
+            Provider::Cuda { device } => ep::CUDA::default().with_device_id(*device as i32).build(),
+            Provider::TensorRt {
+                device,
+                fp16,
+                int8,
+                engine_cache,
+            } => {
+                let mut trt = ep::TensorRT::default()
+                    .with_device_id(*device as i32)
+                    .with_fp16(*fp16)
+                    .with_int8(*int8);
+                if let Some(dir) = engine_cache {
+                    trt = trt
+                        .with_engine_cache(true)
+                        .with_engine_cache_path(dir.display().to_string());
+                }
+                trt.build()
+            }
+        })
+        .collect()
+}
+
+impl Backend for OrtBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Onnxruntime
+    }
+
+    fn load(
+        &self,
+        spec: &ModelSpec<'_>,
+        options: &SessionOptions,
+    ) -> Result<Box<dyn Session>, BackendError> {
+        let model_name = spec.path.display().to_string();
+        let load_err = |e: &dyn std::fmt::Display| BackendError::Load {
+            model: model_name.clone(),
+            backend: "onnxruntime".into(),
+            reason: e.to_string(),
+        };
+        let mut builder = OrtSession::builder(self.env).map_err(|e| load_err(&e))?;
+        builder = builder
+            .with_optimization_level(optimisation_level(options.optimization))
+            .map_err(|e| load_err(&e))?;
+        if let Some(t) = options.threads {
+            builder = builder
+                .with_intra_threads(t.max(1))
+                .map_err(|e| load_err(&e))?;
+        }
+        // Named dimensions fixed at load time let onnxruntime plan memory once.
+        for (name, size) in spec.fixed_dims {
+            builder = builder
+                .with_dimension_override(*name, *size as i64)
+                .map_err(|e| load_err(&e))?;
+        }
+        if !options.providers.is_empty() {
+            builder = builder
+                .with_execution_providers(providers(&options.providers))
+                .map_err(|e| load_err(&e))?;
+        }
+        let session = builder
+            .commit_from_memory(spec.bytes)
+            .map_err(|e| load_err(&e))?;
+
+        let mut input_names = Vec::new();
+        let mut input_shapes = Vec::new();
+        for (i, input) in spec.inputs.iter().enumerate() {
+            let position = session
+                .inputs()
+                .iter()
+                .position(|o| o.name() == input.name)
+                .ok_or_else(|| load_err(&format!("the model has no input '{}'", input.name)))?;
+            if position != i {
+                return Err(load_err(&format!(
+                    "input '{}' is input {position} of the model but {i} in the manifest",
+                    input.name
+                )));
+            }
+            if !matches!(input.dtype, DType::F32 | DType::I64) {
+                return Err(load_err(&format!(
+                    "input '{}' has dtype {}, which this backend does not feed",
+                    input.name, input.dtype
+                )));
+            }
+            input_names.push(input.name.clone());
+            input_shapes.push(
+                input
+                    .shape
+                    .iter()
+                    .map(|d| match d {
+                        Dim::Fixed(v) => Some(*v as usize),
+                        Dim::Named(n) => spec
+                            .fixed_dims
+                            .iter()
+                            .find(|(name, _)| name == n)
+                            .map(|(_, v)| *v),
+                    })
+                    .collect(),
+            );
+        }
+        let mut selector = OutputSelector::no_default();
+        let mut output_names = Vec::new();
+        for o in spec.outputs {
+            if !session.outputs().iter().any(|out| out.name() == o.name) {
+                return Err(load_err(&format!("the model has no output '{}'", o.name)));
+            }
+            selector = selector.with(o.name.clone());
+            output_names.push(o.name.clone());
+        }
+        let run_options = RunOptions::new()
+            .map_err(|e| load_err(&e))?
+            .with_outputs(selector);
+        Ok(Box::new(OrtSessionImpl {
+            model: model_name,
+            session,
+            run_options,
+            input_names,
+            input_shapes,
+            output_names,
+        }))
+    }
+}
+
+impl Session for OrtSessionImpl {
+    fn run(&mut self, inputs: &[TensorRef<'_>]) -> Result<Vec<Tensor>, BackendError> {
+        let model = self.model.clone();
+        let run_err = move |reason: String| BackendError::Run {
+            model: model.clone(),
+            reason,
+        };
+        super::check_inputs(&self.model, inputs, &self.input_shapes)?;
+        let mut values = Vec::with_capacity(inputs.len());
+        for (name, input) in self.input_names.iter().zip(inputs) {
+            let value: ort::session::SessionInputValue<'_> = match input {
+                TensorRef::F32 { shape, data } => OrtTensorRef::from_array_view((*shape, *data))
+                    .map_err(|e| run_err(e.to_string()))?
+                    .into(),
+                TensorRef::I64 { shape, data } => OrtTensorRef::from_array_view((*shape, *data))
+                    .map_err(|e| run_err(e.to_string()))?
+                    .into(),
+            };
+            values.push((name.as_str(), value));
+        }
+        let outputs = self
+            .session
+            .run_with_options(values, &self.run_options)
+            .map_err(|e| run_err(e.to_string()))?;
+        self.output_names
+            .iter()
+            .map(|name| {
+                let value = outputs
+                    .get(name)
+                    .ok_or_else(|| run_err(format!("output '{name}' is missing")))?;
+                to_tensor(value).map_err(|e| run_err(format!("output '{name}': {e}")))
+            })
+            .collect()
+    }
+}
+
+fn to_tensor(value: &DynValue) -> Result<Tensor, String> {
+    if let Ok((shape, data)) = value.try_extract_tensor::<f32>() {
+        return Ok(Tensor::f32(
+            shape.iter().map(|&d| d as usize).collect(),
+            data.to_vec(),
+        ));
+    }
+    if let Ok((shape, data)) = value.try_extract_tensor::<i64>() {
+        return Ok(Tensor {
+            shape: shape.iter().map(|&d| d as usize).collect(),
+            data: TensorData::I64(data.to_vec()),
+        });
+    }
+    Err(format!("type {:?} is not supported", value.dtype()))
+}

@@ -1,0 +1,284 @@
+//! `dishcam calibrate` through the binary: INT8 variants land in the pack's overlay, verify, and
+//! serve `classify --precision int8`; bad input fails with one clear line and leaves nothing
+//! half-written.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+
+struct Env {
+    home: tempfile::TempDir,
+    data: tempfile::TempDir,
+    pack: PathBuf,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            home: tempfile::tempdir().unwrap(),
+            data: tempfile::tempdir().unwrap(),
+            pack: lite_pack().dir,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let pack = ["--pack", self.pack.to_str().unwrap()];
+        let pack: &[&str] = if args[0] == "models" { &[] } else { &pack };
+        Command::new(env!("CARGO_BIN_EXE_dishcam"))
+            .args(args)
+            .args(pack)
+            .env("DISHCAM_HOME", self.home.path())
+            .env("ORT_DYLIB_PATH", ort_library())
+            .env("DISHCAM_LOG", "error")
+            .output()
+            .expect("run dishcam")
+    }
+
+    fn overlay_toml(&self) -> Option<String> {
+        let overlays = self.home.path().join("overlays");
+        let dir = std::fs::read_dir(&overlays).ok()?.flatten().next()?.path();
+        std::fs::read_to_string(dir.join("overlay.toml")).ok()
+    }
+}
+
+/// `n` small photos of varied colour and texture (a calibration set needs no labels).
+fn photos(dir: &Path, n: u32) {
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..n {
+        let (r, g, b) = (
+            (i * 37 % 256) as u8,
+            (i * 91 % 256) as u8,
+            (i * 53 % 256) as u8,
+        );
+        let period = 3 + i % 7;
+        let img = image::RgbImage::from_fn(80, 64, |x, y| {
+            let s = if (x / period + y / (period + 1)) % 2 == 0 {
+                40
+            } else {
+                0
+            };
+            image::Rgb([r.saturating_add(s), g, b.saturating_sub(s)])
+        });
+        img.save(dir.join(format!("frame_{i:03}.png"))).unwrap();
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn assert_fails_with(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "expected exit 1, stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line in: {err}"));
+    for n in needles {
+        assert!(line.contains(n), "error line lacks {n:?}: {line}");
+    }
+}
+
+#[test]
+fn calibrate_adds_int8_variants_that_verify_and_classify() {
+    let env = Env::new();
+    let frames = env.data.path().join("frames");
+    photos(&frames, 60);
+    // Two files that are not images: skipped and counted, not fatal.
+    std::fs::write(frames.join("notes.txt"), "not a photo").unwrap();
+    std::fs::write(frames.join("broken.jpg"), [0xff, 0xd8, 0xff, 0x00]).unwrap();
+    let o = env.run(&[
+        "calibrate",
+        "--images",
+        frames.to_str().unwrap(),
+        "--samples",
+        "40",
+        "--validate",
+        "10",
+        "--keep-fp32",
+        "none",
+        "--compare",
+        "max",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["method"], "entropy");
+    assert_eq!(r["calibration_photos"], 40);
+    let agreement = r["agreement"].as_array().unwrap();
+    assert_eq!(agreement.len(), 2, "entropy and max: {r}");
+    for a in agreement {
+        let cos = a["cosine_mean"].as_f64().unwrap();
+        assert!(cos > 0.9 && cos <= 1.0 + 1e-9, "cosine {cos}: {a}");
+        assert!(a["photos"].as_u64().unwrap() > 0);
+    }
+    let speeds = r["speed"].as_array().unwrap();
+    assert!(speeds.iter().any(|s| s["precision"] == "int8"), "{r}");
+    let text = &r["text"];
+    assert!(text["cosine_mean"].as_f64().unwrap() > 0.98, "{text}");
+
+    // The overlay names the int8 variants and their artefacts, and they verify.
+    let overlay = env.overlay_toml().expect("an overlay was written");
+    assert!(overlay.contains("image_encoder.int8.onnx"), "{overlay}");
+    assert!(overlay.contains("text_encoder.int8.onnx"), "{overlay}");
+    assert!(overlay.contains("tensorrt_cache"), "{overlay}");
+    let v = env.run(&["models", "verify", env.pack.to_str().unwrap()]);
+    assert!(v.status.success(), "{}", stderr(&v));
+    assert!(String::from_utf8_lossy(&v.stdout).contains("ok:"));
+
+    // The TensorRT cache has its header and one line per tensor, and parses back.
+    let cache = walk(env.home.path())
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(".calib"))
+        .expect("a calibration cache");
+    let text = std::fs::read_to_string(&cache).unwrap();
+    let parsed = dishcam_calibration::CalibrationCache::parse(&text).unwrap();
+    assert_eq!(parsed.version, 8601);
+    assert!(text.starts_with("TRT-8601-EntropyCalibration2\n"), "{text}");
+    assert!(
+        parsed.entries.len() > 20,
+        "{} entries",
+        parsed.entries.len()
+    );
+
+    // classify picks the calibrated int8 variant on onnxruntime.
+    let photo = frames.join("frame_001.png");
+    let c = env.run(&[
+        "classify",
+        "--precision",
+        "int8",
+        "--backend",
+        "onnxruntime",
+        "--json",
+        photo.to_str().unwrap(),
+    ]);
+    assert!(c.status.success(), "{}", stderr(&c));
+
+    // A second calibration replaces the first; the first run's files are removed.
+    let first_dirs = calibration_dirs(env.home.path());
+    assert_eq!(first_dirs.len(), 1, "{first_dirs:?}");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let o = env.run(&[
+        "calibrate",
+        "--images",
+        frames.to_str().unwrap(),
+        "--samples",
+        "32",
+        "--validate",
+        "4",
+        "--keep-fp32",
+        "none",
+        "--method",
+        "percentile:99.9",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dirs = calibration_dirs(env.home.path());
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    assert_ne!(dirs, first_dirs);
+    assert!(env.overlay_toml().unwrap().contains("percentile"));
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn calibration_dirs(home: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = walk(home)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("/calibration/"))
+        .filter_map(|p| p.parent().map(Path::to_path_buf))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+#[test]
+fn too_few_photos_is_a_clear_error_and_writes_nothing() {
+    let env = Env::new();
+    let frames = env.data.path().join("few");
+    photos(&frames, 12);
+    let o = env.run(&["calibrate", "--images", frames.to_str().unwrap()]);
+    assert_fails_with(&o, &["at least 32", "few"]);
+    assert!(env.overlay_toml().is_none(), "nothing may be written");
+}
+
+#[test]
+fn photos_that_do_not_decode_are_counted_and_too_many_fail() {
+    let env = Env::new();
+    let frames = env.data.path().join("junk");
+    std::fs::create_dir_all(&frames).unwrap();
+    for i in 0..80 {
+        std::fs::write(frames.join(format!("{i}.jpg")), b"not a jpeg").unwrap();
+    }
+    let o = env.run(&["calibrate", "--images", frames.to_str().unwrap()]);
+    assert_fails_with(&o, &["decoded", "failed"]);
+}
+
+#[test]
+fn an_unknown_method_lists_the_valid_ones() {
+    let env = Env::new();
+    let o = env.run(&["calibrate", "--images", "/nonexistent", "--method", "kl"]);
+    assert_fails_with(&o, &["kl", "entropy"]);
+}
+
+#[test]
+fn a_missing_photo_directory_names_it() {
+    let env = Env::new();
+    let o = env.run(&["calibrate", "--images", "/nonexistent/frames"]);
+    assert_fails_with(&o, &["/nonexistent/frames"]);
+}
+
+/// An output directory that cannot be created fails before any work. (Tests run as root here,
+/// so a read-only directory would still be writable; a path under a regular file is not.)
+#[test]
+fn an_unwritable_output_fails_first() {
+    let env = Env::new();
+    let frames = env.data.path().join("frames");
+    photos(&frames, 40);
+    let file = env.data.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let out = file.join("out");
+    let o = env.run(&[
+        "calibrate",
+        "--images",
+        frames.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_fails_with(&o, &["a-file/out", "output directory"]);
+}
+
+#[test]
+fn int8_on_tract_names_the_backend_that_runs_it() {
+    let env = Env::new();
+    let o = env.run(&[
+        "classify",
+        "--precision",
+        "int8",
+        "--backend",
+        "tract",
+        repo()
+            .join("tests/fixtures/images/grey_200x300.png")
+            .to_str()
+            .unwrap(),
+    ]);
+    assert_fails_with(&o, &["tract", "--backend onnxruntime"]);
+}
