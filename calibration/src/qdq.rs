@@ -658,7 +658,13 @@ pub fn quantise_static(
         }
     }
     // Graph outputs keep reading the float tensors; no consumer reads an absorbed name.
-    g.initializer.retain(|t| !replaced_inits.contains(&t.name));
+    // An initialiser another node still reads (e.g. shared by two ops) stays.
+    let still_read: HashSet<&str> = nodes
+        .iter()
+        .flat_map(|n| n.input.iter().map(String::as_str))
+        .collect();
+    g.initializer
+        .retain(|t| !replaced_inits.contains(&t.name) || still_read.contains(t.name.as_str()));
     g.initializer.extend(new_inits);
     g.node = nodes;
     let mut m = model.clone();
@@ -763,7 +769,13 @@ pub fn quantise_dynamic(model: &ModelProto) -> Result<ModelProto, QdqError> {
     if count == 0 {
         return Err(QdqError::NothingToQuantise);
     }
-    g.initializer.retain(|t| !replaced.contains(&t.name));
+    let still_read: HashSet<String> = g
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().cloned())
+        .collect();
+    g.initializer
+        .retain(|t| !replaced.contains(&t.name) || still_read.contains(&t.name));
     g.initializer.extend(new_inits);
     let mut m = model.clone();
     m.graph = Some(g);

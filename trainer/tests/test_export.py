@@ -35,6 +35,10 @@ MISSING_BIN = (
 )
 
 
+# Every exported tower runs on both of dishcam's backends, with parity to PyTorch on each.
+BACKENDS = ("onnxruntime", "tract")
+
+
 def dishcam(*args) -> subprocess.CompletedProcess:
     if not BIN.is_file():
         pytest.skip(MISSING_BIN)
@@ -118,18 +122,22 @@ def test_image_tower_packs_run_in_dishcam(image_model, upmc_root, tmp_path):
     dishcam("models", "verify", pack)
     photo = next((upmc_root / "images" / "train" / "apple_pie").glob("apple_pie_*.jpg"))
     want, model = _torch_image_embedding(ckpt, photo)
-    got = json.loads(dishcam("embed", "image", "--pack", pack, "--json", photo).stdout)
-    _close(got["embedding"], want, 2e-2)
-    out = json.loads(dishcam("classify", "--pack", pack, "--json", "--top", "3", photo).stdout)
     with torch.no_grad():
         probs = torch.softmax(model.head(torch.from_numpy(want)[None]), -1)[0].numpy()
-    top = out["top"]
-    assert out["pack"] == pack.name and len(top) == 3
-    got_probs = np.zeros(3)
-    for t in top:
-        got_probs[t["class"]] = t["probability"]
-        assert t["label"] == load_checkpoint(ckpt)["model_config"]["classes"][t["class"]]
-    _close(got_probs, probs, 2e-2)
+    for backend in BACKENDS:
+        got = json.loads(dishcam("embed", "image", "--pack", pack, "--backend", backend, "--json", photo).stdout)
+        _close(got["embedding"], want, 2e-2)
+        out = json.loads(
+            dishcam("classify", "--pack", pack, "--backend", backend, "--json", "--top", "3", photo).stdout
+        )
+        assert out["backend"] == backend
+        top = out["top"]
+        assert out["pack"] == pack.name and len(top) == 3
+        got_probs = np.zeros(3)
+        for t in top:
+            got_probs[t["class"]] = t["probability"]
+            assert t["label"] == load_checkpoint(ckpt)["model_config"]["classes"][t["class"]]
+        _close(got_probs, probs, 2e-2)
 
 
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
@@ -145,13 +153,14 @@ def test_text_tower_packs_run_in_dishcam(pooling, upmc_root, tmp_path):
     text = "Best apple cinnamon crust recipe"
     with torch.no_grad():
         want = model.text(**encode_texts(tok, [text], t["max_length"]))[0].numpy()
-    got = json.loads(dishcam("embed", "text", "--pack", pack, "--json", text).stdout)
-    _close(got["embedding"], want, 1e-3)
-    out = json.loads(dishcam("classify", "--pack", pack, "--json", "--text", text).stdout)
     with torch.no_grad():
         probs = torch.softmax(model.head(torch.from_numpy(want)[None]), -1)[0]
-    assert out["top"][0]["class"] == int(probs.argmax())
-    assert abs(out["top"][0]["probability"] - float(probs.max())) < 1e-3
+    for backend in BACKENDS:
+        got = json.loads(dishcam("embed", "text", "--pack", pack, "--backend", backend, "--json", text).stdout)
+        _close(got["embedding"], want, 1e-3)
+        out = json.loads(dishcam("classify", "--pack", pack, "--backend", backend, "--json", "--text", text).stdout)
+        assert out["top"][0]["class"] == int(probs.argmax())
+        assert abs(out["top"][0]["probability"] - float(probs.max())) < 1e-3
 
 
 @pytest.mark.parametrize("head", ["early-fusion", "late-fusion"])
@@ -180,11 +189,16 @@ def test_fusion_packs_run_in_dishcam(head, upmc_root, tmp_path):
         want_txt = model.text(**encode_texts(tok, [text], m["text_encoder"]["max_length"]))[0]
         feats = torch.cat([torch.from_numpy(want_img), want_txt])[None]
         probs = torch.softmax(model.head(feats), -1)[0].numpy()
-    out = json.loads(dishcam("classify", "--pack", pack, "--json", "--top", "3", photo, "--text", text).stdout)
-    got = np.zeros(3)
-    for t in out["top"]:
-        got[t["class"]] = t["probability"]
-    _close(got, probs, 2e-2)
+    for backend in BACKENDS:
+        out = json.loads(
+            dishcam(
+                "classify", "--pack", pack, "--backend", backend, "--json", "--top", "3", photo, "--text", text
+            ).stdout
+        )
+        got = np.zeros(3)
+        for t in out["top"]:
+            got[t["class"]] = t["probability"]
+        _close(got, probs, 2e-2)
 
 
 def test_retrieval_pack_embeds_both_sides_in_one_space(recipe_root, tmp_path):
@@ -277,19 +291,53 @@ def test_calibrate_makes_int8_variants(upmc_root, tmp_path):
     DISHCAM_HOME), gains int8 variants of its image encoder, and still verifies."""
     if not BIN.is_file():
         pytest.skip(MISSING_BIN)
+    # A private home keeps the overlay out of the user's; the onnxruntime library comes from the
+    # real one (`dishcam models pull` put it there), so the int8 variants are checked against fp32.
+    real_home = Path(os.environ.get("DISHCAM_HOME") or Path.home() / ".local" / "share" / "dishcam")
+    lib = real_home / "cache" / "onnxruntime" / "1.31.1" / "libonnxruntime.so.1.31.1"
     env = {**os.environ, "DISHCAM_HOME": str(tmp_path / "home")}
+    if "ORT_DYLIB_PATH" not in env and lib.is_file():
+        env["ORT_DYLIB_PATH"] = str(lib)
+    have_ort = "ORT_DYLIB_PATH" in env
     for model in ("tiny_efficientnet_v2", "tiny_clip_vit"):
         pack, _, _ = _export(
             _checkpoint(tmp_path, upmc_root, "image", model), tmp_path, f"cal-{model.replace('_', '-')}"
         )
         r = subprocess.run(
-            [str(BIN), "calibrate", "--pack", str(pack), "--images", str(upmc_root / "images" / "train"),
-             "--samples", "32", "--validate", "4", "--holdout", "0.1", "--keep-fp32", "none", "--json"],
-            capture_output=True, text=True, timeout=300, env=env,
+            [
+                str(BIN),
+                "calibrate",
+                "--pack",
+                str(pack),
+                "--images",
+                str(upmc_root / "images" / "train"),
+                "--samples",
+                "32",
+                "--validate",
+                "4",
+                "--holdout",
+                "0.1",
+                "--keep-fp32",
+                "none",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
         )
         assert r.returncode == 0, f"calibrate failed:\n{r.stdout}\n{r.stderr}"
         report = json.loads(r.stdout)
         assert report["calibration_photos"] == 32
+        if have_ort:
+            # Agreement with fp32 is measured and reported (tiny random towers: no threshold on
+            # its value beyond being a real fraction and cosine).
+            [a] = report["agreement"]
+            assert 0.0 <= a["top1"] <= 1.0 and -1.0 <= a["cosine_mean"] <= 1.0 + 1e-6, a
+            assert a["photos"] > 0
+            print(f"{model}: int8 top-1 agreement {a['top1']:.3f}, cosine {a['cosine_mean']:.4f}")
+        else:
+            print("\n*** no onnxruntime library: int8 agreement not measured (run `dishcam models pull lite`) ***")
         info = subprocess.run(
             [str(BIN), "models", "info", str(pack), "--json"], capture_output=True, text=True, env=env
         )
