@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use dishcam_models::manifest::Precision;
 use dishcam_models::onnx::read_signature;
-use dishcam_models::pull::{pull, PullOptions, PullOutcome};
+use dishcam_models::pull::{pull, OverlayMigration, PullOptions, PullOutcome};
 use dishcam_models::{Home, Pack};
 use dishcam_runtime::backend::{self, BackendChoice, ModelSpec, SessionOptions};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -76,9 +76,21 @@ pub fn run(cmd: &ModelsCommand, quiet: bool) -> anyhow::Result<ExitCode> {
                     println!("{name}: up to date at {}", show(&p));
                     p
                 }
-                PullOutcome::Installed(p) => {
-                    println!("{name}: installed at {}", show(&p));
-                    p
+                PullOutcome::Installed { dir, overlay } => {
+                    println!("{name}: installed at {}", show(&dir));
+                    match overlay {
+                        Some(OverlayMigration::Moved { from, to }) => println!(
+                            "{name}: your taught heads, recipes and calibrations moved from {} to {}",
+                            show(&from),
+                            show(&to)
+                        ),
+                        Some(OverlayMigration::Kept { dir, reason }) => eprintln!(
+                            "warning: your overlay for the previous version stays at {}: {reason}",
+                            show(&dir)
+                        ),
+                        None => {}
+                    }
+                    dir
                 }
             };
             let bar = spinner(quiet);

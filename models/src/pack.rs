@@ -762,6 +762,92 @@ mod tests {
         assert_eq!(rebuilt.manifest.head("base").unwrap().temperature, 1.0);
     }
 
+    /// A user overlay with one taught head, for `tiny`.
+    fn teach_tiny(pack: &Pack) {
+        fs::create_dir_all(&pack.overlay_dir).unwrap();
+        let labels = write_pack_file(&pack.overlay_dir, "soup.txt", b"soup\nstew\n").unwrap();
+        let overlay = OverlayManifest {
+            heads: vec![Head {
+                name: "soups".into(),
+                kind: HeadKind::Image,
+                encoder_output: Some("logits".into()),
+                variants: BTreeMap::new(),
+                labels,
+                classes: 2,
+                temperature: 1.5,
+                exemplars: None,
+                fuse: None,
+            }],
+            ..Default::default()
+        };
+        write_atomic(
+            &pack.overlay_dir.join(OVERLAY_MANIFEST),
+            toml::to_string(&overlay).unwrap().as_bytes(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_new_version_with_the_same_encoders_takes_the_overlay_along() {
+        let home = tempfile::tempdir().unwrap();
+        let home = Home::at(home.path());
+        let dir = home.packs().join("tiny");
+        let base = write_pack(&dir);
+        let old_text = fs::read(dir.join(MANIFEST)).unwrap();
+        teach_tiny(&Pack::open("tiny", &home).unwrap());
+
+        let mut v2 = base.clone();
+        v2.version = "2".into();
+        write_atomic(&dir.join(MANIFEST), v2.to_toml().as_bytes()).unwrap();
+        let moved = crate::pull::migrate_overlay(&home, &old_text, &dir).unwrap();
+        assert!(
+            matches!(moved, Some(crate::pull::OverlayMigration::Moved { .. })),
+            "{moved:?}"
+        );
+        let pack = Pack::open("tiny", &home).unwrap();
+        let head = pack.manifest.head("soups").unwrap();
+        assert_eq!(head.temperature, 1.5);
+        assert_eq!(
+            pack.read_verified("labels", &head.labels).unwrap(),
+            b"soup\nstew\n"
+        );
+    }
+
+    #[test]
+    fn a_new_encoder_leaves_the_overlay_where_it_was_and_says_why() {
+        let home = tempfile::tempdir().unwrap();
+        let home = Home::at(home.path());
+        let dir = home.packs().join("tiny");
+        let base = write_pack(&dir);
+        let old_text = fs::read(dir.join(MANIFEST)).unwrap();
+        let old = Pack::open("tiny", &home).unwrap();
+        teach_tiny(&old);
+
+        let mut v2 = base.clone();
+        v2.version = "2".into();
+        let enc = v2.image_encoder.as_mut().unwrap();
+        enc.variants.get_mut(&Precision::Fp32).unwrap().onnx =
+            write_pack_file(&dir, "img.onnx", b"another encoder").unwrap();
+        write_atomic(&dir.join(MANIFEST), v2.to_toml().as_bytes()).unwrap();
+        let kept = crate::pull::migrate_overlay(&home, &old_text, &dir).unwrap();
+        match kept {
+            Some(crate::pull::OverlayMigration::Kept { dir, reason }) => {
+                assert_eq!(dir, old.overlay_dir);
+                assert!(reason.contains("encoder"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            old.overlay_dir.join(OVERLAY_MANIFEST).is_file(),
+            "nothing deleted"
+        );
+        assert!(Pack::open("tiny", &home)
+            .unwrap()
+            .manifest
+            .head("soups")
+            .is_none());
+    }
+
     #[test]
     fn a_broken_overlay_names_its_file() {
         let home = tempfile::tempdir().unwrap();

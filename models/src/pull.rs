@@ -141,8 +141,12 @@ pub struct PullOptions {
 pub enum PullOutcome {
     /// An installed pack was verified and left alone.
     UpToDate(PathBuf),
-    /// The pack was (re)built and installed.
-    Installed(PathBuf),
+    /// The pack was (re)built and installed; `overlay` says what became of the user's overlay of
+    /// the previous version (see [`migrate_overlay`]).
+    Installed {
+        dir: PathBuf,
+        overlay: Option<OverlayMigration>,
+    },
 }
 
 /// Reports progress: a step description, and (done, total) where known.
@@ -193,9 +197,87 @@ pub fn pull(
         .map_err(io(&home.packs()))?;
     build_lite(staged.path(), &pins, &wheels, opts.quantise, progress)?;
     progress.step("installing");
+    let previous = fs::read(dest.join(MANIFEST)).ok();
     let staged_path = staged.keep();
     install_dir(&staged_path, &dest).map_err(io(&dest))?;
-    Ok(PullOutcome::Installed(dest))
+    let overlay = match previous {
+        Some(old) => migrate_overlay(home, &old, &dest)?,
+        None => None,
+    };
+    Ok(PullOutcome::Installed { dir: dest, overlay })
+}
+
+/// What [`migrate_overlay`] did with the previous version's overlay.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OverlayMigration {
+    /// Moved to the new version: taught heads, recipes and calibrations carry over.
+    Moved { from: PathBuf, to: PathBuf },
+    /// Left where it was, with the reason (its heads or calibrations were made with encoders
+    /// the new version changed, or it does not apply cleanly).
+    Kept { dir: PathBuf, reason: String },
+}
+
+/// The fp32 file hashes of a manifest's encoders: what taught heads and calibrations depend on.
+fn encoder_hashes(m: &Manifest) -> (Option<String>, Option<String>) {
+    let fp32 =
+        |v: &BTreeMap<Precision, Variant>| v.get(&Precision::Fp32).map(|v| v.onnx.sha256.clone());
+    (
+        m.image_encoder.as_ref().and_then(|e| fp32(&e.variants)),
+        m.text_encoder.as_ref().and_then(|e| fp32(&e.variants)),
+    )
+}
+
+/// Overlays are keyed by the base manifest's hash, so a new version of a base pack would not
+/// see what the user made for the old one. After a pull replaced the pack in `dir` (whose old
+/// manifest was `old_manifest`), the old overlay moves to the new key, atomically (one rename),
+/// when both encoders are unchanged and the overlay applies to the new pack; otherwise it stays
+/// where it is and the reason is returned. Nothing is deleted.
+pub fn migrate_overlay(
+    home: &Home,
+    old_manifest: &[u8],
+    dir: &Path,
+) -> Result<Option<OverlayMigration>, PullError> {
+    use sha2::{Digest, Sha256};
+    let Ok(old) = std::str::from_utf8(old_manifest)
+        .map_err(|e| e.to_string())
+        .and_then(|t| Manifest::from_toml(t).map_err(|e| e.to_string()))
+    else {
+        return Ok(None);
+    };
+    let old_sha = hex::encode(Sha256::digest(old_manifest));
+    let from = home
+        .overlays()
+        .join(format!("{}-{}", old.name, &old_sha[..16]));
+    let new = match Pack::open_dir(dir, home) {
+        Ok(p) => p,
+        Err(_) => return Ok(None),
+    };
+    if from == new.overlay_dir || !from.is_dir() {
+        return Ok(None);
+    }
+    let to = new.overlay_dir.clone();
+    if to.exists() {
+        return Ok(Some(OverlayMigration::Kept {
+            dir: from,
+            reason: format!("{} already has an overlay", to.display()),
+        }));
+    }
+    if encoder_hashes(&old) != encoder_hashes(&new.manifest) {
+        return Ok(Some(OverlayMigration::Kept {
+            dir: from,
+            reason: "the new version changed an encoder, so heads taught and calibrations made with the old one do not apply; teach and calibrate again".into(),
+        }));
+    }
+    fs::rename(&from, &to).map_err(io(&to))?;
+    if let Err(e) = Pack::open_dir(dir, home) {
+        // It does not apply cleanly: put it back.
+        fs::rename(&to, &from).map_err(io(&from))?;
+        return Ok(Some(OverlayMigration::Kept {
+            dir: from,
+            reason: format!("it does not apply to the new version ({e})"),
+        }));
+    }
+    Ok(Some(OverlayMigration::Moved { from, to }))
 }
 
 /// Finds each pinned wheel (in `--wheels`, in the download cache, or by running pip) and checks
