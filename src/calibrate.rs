@@ -27,9 +27,9 @@ use dishcam_runtime::head::Classifier;
 use dishcam_runtime::image_io::decode_file;
 use dishcam_runtime::{ImageEncoder, LoadOptions, TextEncoder};
 use image::RgbImage;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use crate::features::progress_bar;
 use crate::{print_json, show, EngineArgs};
 
 /// Fewest decoded calibration photos accepted.
@@ -132,21 +132,6 @@ fn list_photos(dirs: &[PathBuf]) -> anyhow::Result<Vec<Photo>> {
             Photo { path, key }
         })
         .collect())
-}
-
-fn bar(quiet: bool, len: usize, what: &str) -> ProgressBar {
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(len as u64)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(&format!(
-            "{{bar:30}} {{pos}}/{{len}} {what} {{elapsed}} (eta {{eta}})"
-        ))
-        .expect("valid template"),
-    );
-    bar
 }
 
 /// Agreement of one int8 variant with fp32 on the validation photos.
@@ -341,7 +326,7 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         backend.as_ref(),
         &args.engine.load_options()?.session,
     )?;
-    let b = bar(quiet, args.samples.min(calib.len()), "calibration photos");
+    let b = progress_bar(quiet, args.samples.min(calib.len()), "calibration photos");
     let mut skipped = Vec::new();
     let mut sens_imgs: Vec<RgbImage> = Vec::new();
     for p in &calib {
@@ -439,7 +424,7 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         )?));
     }
     if let Some(ort) = ort.as_deref() {
-        let b = bar(quiet, tables.len() + 1, "agreement checks");
+        let b = progress_bar(quiet, tables.len() + 1, "agreement checks");
         let (ref_emb, _) = embed_with(&pack, ort, Precision::Fp32, 1, &fp32, &val_imgs)?;
         let head = head_name.as_deref().and_then(|h| pack.manifest.head(h));
         let mut classifier = match head {
@@ -488,7 +473,7 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         // Speed: fp32 and int8 on onnxruntime at 1 and 2 threads, fp32 on tract; runs
         // interleaved per configuration on the same photos.
         let timing: Vec<RgbImage> = val_imgs.iter().take(50).cloned().collect();
-        let b = bar(quiet, 5, "speed runs");
+        let b = progress_bar(quiet, 5, "speed runs");
         for threads in [1, 2] {
             for (precision, bytes) in [(Precision::Fp32, &fp32), (Precision::Int8, &int8_bytes[0])]
             {
@@ -658,7 +643,7 @@ fn sensitive_tensors(
             / emb.len() as f64)
     };
     let base = mean_cosine(&BTreeSet::new())?;
-    let b = bar(quiet, table.tensors.len(), "sensitivity");
+    let b = progress_bar(quiet, table.tensors.len(), "sensitivity");
     let mut gains = Vec::new();
     for t in table.tensors.keys() {
         let keep = BTreeSet::from([t.clone()]);

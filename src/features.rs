@@ -140,18 +140,7 @@ impl Embedder<'_> {
     }
 
     fn bar(&self, len: usize, what: &str) -> ProgressBar {
-        let bar = if self.quiet {
-            ProgressBar::hidden()
-        } else {
-            ProgressBar::new(len as u64)
-        };
-        bar.set_style(
-            ProgressStyle::with_template(&format!(
-                "{{bar:30}} {{pos}}/{{len}} {what} {{elapsed}} (eta {{eta}})"
-            ))
-            .expect("valid template"),
-        );
-        bar
+        progress_bar(self.quiet, len, what)
     }
 
     /// Embeddings of every key: from the cache file of this configuration where present, the
@@ -314,6 +303,22 @@ fn read_cache(bytes: &[u8]) -> Option<HashMap<ItemKey, Option<Vec<f32>>>> {
             })
             .collect(),
     )
+}
+
+/// A progress bar over `len` items called `what` (hidden when `quiet`).
+pub fn progress_bar(quiet: bool, len: usize, what: &str) -> ProgressBar {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(len as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{bar:30}} {{pos}}/{{len}} {what} {{elapsed}} (eta {{eta}})"
+        ))
+        .expect("valid template"),
+    );
+    bar
 }
 
 #[cfg(test)]

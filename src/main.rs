@@ -1,6 +1,7 @@
 //! `dishcam`: the command line. Wiring only: the work happens in `dishcam-models` and
 //! `dishcam-runtime`. Logs go to stderr, results to stdout.
 
+mod board;
 mod calibrate;
 mod classify;
 mod embed;
@@ -64,6 +65,11 @@ enum Command {
     Models {
         #[command(subcommand)]
         command: models::ModelsCommand,
+    },
+    /// Describe the board: platform, telemetry, what cannot be read and why.
+    Board {
+        #[command(subcommand)]
+        command: board::BoardCommand,
     },
 }
 
@@ -197,6 +203,7 @@ fn main() -> ExitCode {
         Command::Teach(args) => teach::run(&args, cli.quiet),
         Command::Eval { command } => eval::run(&command, cli.quiet),
         Command::Recipes { command } => recipes::run(&command, cli.quiet),
+        Command::Board { command } => board::run(&command),
     };
     match result {
         Ok(code) => code,

@@ -5,38 +5,16 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use common::*;
 
-struct Env {
-    home: tempfile::TempDir,
-    data: tempfile::TempDir,
-    pack: PathBuf,
+type Env = CliEnv;
+
+trait Overlay {
+    fn overlay_toml(&self) -> Option<String>;
 }
 
-impl Env {
-    fn new() -> Env {
-        Env {
-            home: tempfile::tempdir().unwrap(),
-            data: tempfile::tempdir().unwrap(),
-            pack: lite_pack().dir,
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let pack = ["--pack", self.pack.to_str().unwrap()];
-        let pack: &[&str] = if args[0] == "models" { &[] } else { &pack };
-        Command::new(env!("CARGO_BIN_EXE_dishcam"))
-            .args(args)
-            .args(pack)
-            .env("DISHCAM_HOME", self.home.path())
-            .env("ORT_DYLIB_PATH", ort_library())
-            .env("DISHCAM_LOG", "error")
-            .output()
-            .expect("run dishcam")
-    }
-
+impl Overlay for CliEnv {
     fn overlay_toml(&self) -> Option<String> {
         let overlays = self.home.path().join("overlays");
         let dir = std::fs::read_dir(&overlays).ok()?.flatten().next()?.path();
@@ -63,23 +41,6 @@ fn photos(dir: &Path, n: u32) {
             image::Rgb([r.saturating_add(s), g, b.saturating_sub(s)])
         });
         img.save(dir.join(format!("frame_{i:03}.png"))).unwrap();
-    }
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
-fn assert_fails_with(o: &Output, needles: &[&str]) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(1), "expected exit 1, stderr: {err}");
-    assert!(!err.contains("panicked"), "panic: {err}");
-    let line = err
-        .lines()
-        .find(|l| l.starts_with("error:"))
-        .unwrap_or_else(|| panic!("no error line in: {err}"));
-    for n in needles {
-        assert!(line.contains(n), "error line lacks {n:?}: {line}");
     }
 }
 

@@ -16,24 +16,6 @@ fn dishcam(args: &[&str]) -> Output {
         .expect("run dishcam")
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
-/// Asserts a clean failure: exit code 1, no panic, and an `error:` line containing every needle.
-fn assert_fails_with(o: &Output, needles: &[&str]) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(1), "expected exit 1, stderr: {err}");
-    assert!(!err.contains("panicked"), "panic: {err}");
-    let line = err
-        .lines()
-        .find(|l| l.starts_with("error:"))
-        .unwrap_or_else(|| panic!("no error line in: {err}"));
-    for n in needles {
-        assert!(line.contains(n), "error line lacks {n:?}: {line}");
-    }
-}
-
 fn image(name: &str) -> String {
     repo()
         .join("tests/fixtures/images")

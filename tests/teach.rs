@@ -4,56 +4,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 use common::*;
 
-struct Env {
-    home: tempfile::TempDir,
-    data: tempfile::TempDir,
-    pack: PathBuf,
-}
-
-impl Env {
-    fn new() -> Env {
-        let pack = lite_pack().dir;
-        Env {
-            home: tempfile::tempdir().unwrap(),
-            data: tempfile::tempdir().unwrap(),
-            pack,
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let pack = ["--pack", self.pack.to_str().unwrap()];
-        let pack: &[&str] = if args[0] == "models" { &[] } else { &pack };
-        Command::new(env!("CARGO_BIN_EXE_dishcam"))
-            .args(args)
-            .args(pack)
-            .env("DISHCAM_HOME", self.home.path())
-            .env("ORT_DYLIB_PATH", ort_library())
-            .env("DISHCAM_LOG", "error")
-            .output()
-            .expect("run dishcam")
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "dishcam {args:?} failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-            panic!("{e}: {}", String::from_utf8_lossy(&o.stdout));
-        })
-    }
-
-    fn dir(&self, name: &str) -> PathBuf {
-        self.data.path().join(name)
-    }
-}
+type Env = CliEnv;
 
 /// A photo of a "dish": a base colour with a stripe texture whose period depends on the seed.
 fn photo(path: &Path, rgb: [u8; 3], seed: u32) {

@@ -58,6 +58,9 @@ fn graph(model: &ModelProto) -> Result<&GraphProto, QdqError> {
 
 struct Index<'a> {
     initialisers: HashMap<&'a str, &'a TensorProto>,
+    /// Initialisers and the outputs of `Constant` nodes (exporters write Clip bounds as those).
+    constants: HashMap<&'a str, &'a TensorProto>,
+    producer: HashMap<&'a str, usize>,
     consumers: HashMap<&'a str, Vec<usize>>,
     outputs: HashSet<&'a str>,
 }
@@ -65,20 +68,43 @@ struct Index<'a> {
 impl<'a> Index<'a> {
     fn new(g: &'a GraphProto) -> Self {
         let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut producer = HashMap::new();
+        let initialisers: HashMap<&str, &TensorProto> =
+            g.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+        let mut constants = initialisers.clone();
         for (i, n) in g.node.iter().enumerate() {
             for x in n.input.iter().filter(|x| !x.is_empty()) {
                 consumers.entry(x.as_str()).or_default().push(i);
             }
+            for y in &n.output {
+                producer.insert(y.as_str(), i);
+            }
+            if n.op_type == "Constant" {
+                let value = n.attribute.iter().find(|a| a.name == "value");
+                if let (Some(y), Some(t)) = (n.output.first(), value.and_then(|a| a.t.as_ref())) {
+                    constants.insert(y.as_str(), t);
+                }
+            }
         }
         Index {
-            initialisers: g.initializer.iter().map(|t| (t.name.as_str(), t)).collect(),
+            initialisers,
+            constants,
+            producer,
             consumers,
             outputs: g.output.iter().map(|o| o.name.as_str()).collect(),
         }
     }
 
     fn is_constant(&self, name: &str) -> bool {
-        self.initialisers.contains_key(name)
+        self.constants.contains_key(name)
+    }
+
+    /// The first value of a constant float tensor.
+    fn scalar(&self, name: &str) -> Option<f32> {
+        self.constants
+            .get(name)
+            .and_then(|t| f32_values(t).ok())
+            .and_then(|v| v.first().copied())
     }
 
     /// The single Relu/Clip(0, ..) that alone consumes `tensor`, if any.
@@ -92,20 +118,39 @@ impl<'a> Index<'a> {
         let n = &g.node[*only];
         let clamps_at_zero = match n.op_type.as_str() {
             "Relu" => true,
-            "Clip" => n
-                .input
-                .get(1)
-                .and_then(|m| self.initialisers.get(m.as_str()))
-                .and_then(|t| f32_values(t).ok())
-                .is_some_and(|v| v.first() == Some(&0.0)),
+            "Clip" => n.input.get(1).and_then(|m| self.scalar(m)) == Some(0.0),
             _ => false,
         };
         clamps_at_zero.then_some(*only)
     }
+
+    /// A zero-padding `Pad` that produces `tensor` for one reader (exporters write "same"
+    /// padding this way). Quantisation goes in front of it: onnxruntime folds such a Pad into
+    /// the Conv that follows, which then reads the dequantised tensor and runs in int8.
+    fn zero_pad_producing(&self, g: &'a GraphProto, tensor: &str) -> Option<&'a NodeProto> {
+        let n = &g.node[*self.producer.get(tensor)?];
+        let mode = n
+            .attribute
+            .iter()
+            .find(|a| a.name == "mode")
+            .map(|a| String::from_utf8_lossy(&a.s).to_string());
+        let zero_value = match n.input.get(2).filter(|v| !v.is_empty()) {
+            None => true,
+            Some(v) => self.scalar(v) == Some(0.0),
+        };
+        let one_reader = self.consumers.get(tensor).is_some_and(|c| c.len() == 1);
+        (n.op_type == "Pad"
+            && mode.as_deref().is_none_or(|m| m == "constant")
+            && zero_value
+            && one_reader
+            && !self.outputs.contains(tensor))
+        .then_some(n)
+    }
 }
 
-/// The data inputs of a quantised op (weights excluded: they are quantised per channel).
-fn activation_inputs<'a>(n: &'a NodeProto, index: &Index<'_>) -> Vec<&'a str> {
+/// The data inputs of a quantised op (weights excluded: they are quantised per channel). A
+/// Conv input made by a zero `Pad` is traced through it to the Pad's input.
+fn activation_inputs<'a>(n: &'a NodeProto, g: &'a GraphProto, index: &Index<'a>) -> Vec<&'a str> {
     let data: &[String] = match n.op_type.as_str() {
         "Conv" | "Gemm" => &n.input[..1.min(n.input.len())],
         _ => &n.input,
@@ -114,6 +159,12 @@ fn activation_inputs<'a>(n: &'a NodeProto, index: &Index<'_>) -> Vec<&'a str> {
         .iter()
         .map(String::as_str)
         .filter(|x| !x.is_empty() && !index.is_constant(x))
+        .map(
+            |x| match (n.op_type.as_str(), index.zero_pad_producing(g, x)) {
+                ("Conv", Some(pad)) => pad.input[0].as_str(),
+                _ => x,
+            },
+        )
         .collect();
     if n.op_type == "Gemm" {
         if let Some(b) = n.input.get(1).filter(|b| !index.is_constant(b)) {
@@ -121,6 +172,20 @@ fn activation_inputs<'a>(n: &'a NodeProto, index: &Index<'_>) -> Vec<&'a str> {
         }
     }
     out
+}
+
+/// Whether node `i` reads quantised tensors through their dequantised copy: the quantised ops,
+/// and the zero Pads in front of a Conv.
+fn reads_dequantised(g: &GraphProto, index: &Index<'_>, i: usize) -> bool {
+    let n = &g.node[i];
+    QUANTISED_OPS.contains(&n.op_type.as_str())
+        || (n.op_type == "Pad"
+            && n.output.first().is_some_and(|y| {
+                index.zero_pad_producing(g, y).is_some()
+                    && index.consumers[y.as_str()]
+                        .iter()
+                        .all(|&c| g.node[c].op_type == "Conv")
+            }))
 }
 
 /// The activation tensors to calibrate, in graph order: the data inputs of the quantised ops.
@@ -137,7 +202,7 @@ pub fn calibration_tensors(model: &ModelProto) -> Result<Vec<String>, QdqError> 
         .iter()
         .filter(|n| QUANTISED_OPS.contains(&n.op_type.as_str()))
     {
-        for x in activation_inputs(n, &index) {
+        for x in activation_inputs(n, g, &index) {
             if seen.insert(x.to_string()) {
                 out.push(x.to_string());
             }
@@ -159,13 +224,7 @@ pub fn bounded_tensors(model: &ModelProto) -> Result<HashMap<String, f32>, QdqEr
     let index = Index::new(g);
     let mut out = HashMap::new();
     for n in g.node.iter().filter(|n| n.op_type == "Clip") {
-        let value = |i: usize| {
-            n.input
-                .get(i)
-                .and_then(|m| index.initialisers.get(m.as_str()))
-                .and_then(|t| f32_values(t).ok())
-                .and_then(|v| v.first().copied())
-        };
+        let value = |i: usize| n.input.get(i).and_then(|m| index.scalar(m));
         if let (Some(lo), Some(hi), Some(y)) = (value(1), value(2), n.output.first()) {
             if lo == 0.0 && hi.is_finite() && hi > 0.0 {
                 out.insert(y.clone(), hi);
@@ -427,10 +486,10 @@ pub fn quantise_static(
             // must read the quantised copy.
             let all_quantised = !index.outputs.contains(act_out.as_str())
                 && !keep_float.contains(&act_out)
-                && index.consumers.get(act_out.as_str()).is_some_and(|c| {
-                    c.iter()
-                        .all(|&i| QUANTISED_OPS.contains(&src.node[i].op_type.as_str()))
-                });
+                && index
+                    .consumers
+                    .get(act_out.as_str())
+                    .is_some_and(|c| c.iter().all(|&i| reads_dequantised(src, &index, i)));
             if format == ActivationFormat::OrtU8 && all_quantised {
                 absorbed.insert(r);
                 rename.insert(y.clone(), act_out);
@@ -505,6 +564,14 @@ pub fn quantise_static(
         }
     }
 
+    // The activation a Conv/Gemm reads, traced through a zero Pad in front of it.
+    let data_input = |n: &NodeProto| -> String {
+        let x = n.input.first().map_or("", String::as_str);
+        match (n.op_type.as_str(), index.zero_pad_producing(src, x)) {
+            ("Conv", Some(pad)) => pad.input[0].clone(),
+            _ => x.to_string(),
+        }
+    };
     let mut weight_scales: HashMap<String, Vec<f32>> = HashMap::new();
     let mut bias_shift: HashMap<String, Vec<f32>> = HashMap::new();
     for (i, n) in src.node.iter().enumerate() {
@@ -542,7 +609,7 @@ pub fn quantise_static(
                         n.input
                             .get(2)
                             .and_then(|b| index.initialisers.get(b.as_str())),
-                        n.input.first().and_then(|x| params.get(x.as_str())),
+                        params.get(data_input(&n).as_str()),
                     ) {
                         ("Conv" | "Gemm", Some(b), Some(xp)) => f32_values(b).ok().map(|b| {
                             b.iter()
@@ -552,7 +619,7 @@ pub fn quantise_static(
                         _ => None,
                     };
                     let q = quantise_per_channel(&values, &t.dims, axis, min_scales.as_deref());
-                    if let Some(mean) = n.input.first().and_then(|x| channel_means.get(x)) {
+                    if let Some(mean) = channel_means.get(&data_input(&n)) {
                         if let Some(shift) = output_shift(&n, &values, &q, &t.dims, mean) {
                             bias_shift.insert(w.clone(), shift);
                         }
@@ -588,7 +655,10 @@ pub fn quantise_static(
         // Bias of Conv/Gemm: int32 with scale = input scale x weight scale, as onnxruntime's
         // int8 kernels take it.
         if matches!(n.op_type.as_str(), "Conv" | "Gemm") {
-            if let (Some(b), Some(x)) = (n.input.get(2).cloned(), n.input.first().cloned()) {
+            if let (Some(b), Some(x)) = (
+                n.input.get(2).cloned(),
+                n.input.first().map(|_| data_input(&n)),
+            ) {
                 let w_orig = src.node[i].input[1].clone();
                 if let (Some(t), Some(ws), Some(xp)) = (
                     index.initialisers.get(b.as_str()),
@@ -642,7 +712,7 @@ pub fn quantise_static(
         }
         // Quantised ops read the dequantised copy; other ops (and graph outputs) keep the float
         // tensor, so embeddings and logits are not rounded to 8 bits.
-        if QUANTISED_OPS.contains(&n.op_type.as_str()) {
+        if reads_dequantised(src, &index, i) {
             for x in n.input.iter_mut() {
                 if params.contains_key(x.as_str()) {
                     *x = dq_name(x);
@@ -785,4 +855,183 @@ pub fn quantise_dynamic(model: &ModelProto) -> Result<ModelProto, QdqError> {
 /// Serialises a model.
 pub fn encode(model: &ModelProto) -> Vec<u8> {
     model.encode_to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::pb::OperatorSetIdProto;
+
+    fn constant_node(name: &str, v: f32) -> NodeProto {
+        NodeProto {
+            output: vec![name.to_string()],
+            name: name.to_string(),
+            op_type: "Constant".into(),
+            attribute: vec![AttributeProto {
+                name: "value".into(),
+                r#type: AttributeType::Tensor as i32,
+                t: Some(f32_tensor(name, &[], &[v])),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn float_input(name: &str) -> ValueInfoProto {
+        float_value_info(name)
+    }
+
+    /// x -> Conv 1x1 -> Clip(0, 6) with Constant-node bounds -> zero Pad -> Conv 3x3 -> y: the
+    /// shape PyTorch exports of EfficientNet-Lite take ("same" padding as a Pad node).
+    fn exported_like() -> ModelProto {
+        let w1: Vec<f32> = (0..4).map(|i| [0.5, -0.25, 1.0, 0.75][i]).collect();
+        let w2: Vec<f32> = (0..36)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) / 10.0)
+            .collect();
+        let pads: Vec<u8> = [0i64, 0, 1, 1, 0, 0, 1, 1]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let g = GraphProto {
+            node: vec![
+                node("Conv", "conv1", &["x", "w1", "b1"], &["y1"], vec![]),
+                constant_node("cmin", 0.0),
+                constant_node("cmax", 6.0),
+                node("Clip", "relu6", &["y1", "cmin", "cmax"], &["c1"], vec![]),
+                node("Pad", "pad", &["c1", "pads"], &["p1"], vec![]),
+                node("Conv", "conv2", &["p1", "w2", "b2"], &["y"], vec![]),
+            ],
+            initializer: vec![
+                f32_tensor("w1", &[2, 2, 1, 1], &w1),
+                f32_tensor("b1", &[2], &[0.1, -0.2]),
+                f32_tensor("w2", &[2, 2, 3, 3], &w2),
+                f32_tensor("b2", &[2], &[0.05, 0.0]),
+                tensor("pads", &[8], DataType::Int64, pads),
+            ],
+            input: vec![float_input("x")],
+            output: vec![float_input("y")],
+            name: "exported".into(),
+            ..Default::default()
+        };
+        ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 17,
+            }],
+            graph: Some(g),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_conv_input_is_traced_through_a_zero_pad_and_constant_bounds_are_read() {
+        let m = exported_like();
+        assert_eq!(calibration_tensors(&m).unwrap(), ["x", "c1"]);
+        assert_eq!(bounded_tensors(&m).unwrap().get("c1"), Some(&6.0));
+    }
+
+    #[test]
+    fn onnxruntime_format_absorbs_the_clip_and_quantises_in_front_of_the_pad() {
+        let m = exported_like();
+        let amax = BTreeMap::from([("x".to_string(), 2.0), ("c1".to_string(), 6.0)]);
+        let q = quantise_static(
+            &m,
+            &amax,
+            &BTreeMap::new(),
+            &BTreeSet::new(),
+            ActivationFormat::OrtU8,
+        )
+        .unwrap();
+        let g = q.graph.unwrap();
+        assert!(!g.node.iter().any(|n| n.op_type == "Clip"), "Clip absorbed");
+        let pad = g.node.iter().find(|n| n.op_type == "Pad").unwrap();
+        assert_eq!(pad.input[0], "c1_dq");
+        let conv1 = g.node.iter().find(|n| n.name == "conv1").unwrap();
+        assert_eq!(
+            conv1.output[0], "c1",
+            "conv1 writes the absorbed Clip's output"
+        );
+        let zp = g
+            .initializer
+            .iter()
+            .find(|t| t.name == "c1_zero_point")
+            .unwrap();
+        assert_eq!(
+            (zp.data_type, zp.raw_data.as_slice()),
+            (DataType::Uint8 as i32, &[0u8][..])
+        );
+        let conv2 = g.node.iter().find(|n| n.name == "conv2").unwrap();
+        assert_eq!(
+            conv2.input[2], "b2_dq",
+            "bias quantised with the traced input's scale"
+        );
+
+        // The TensorRT format keeps the Clip.
+        let t = quantise_static(
+            &m,
+            &amax,
+            &BTreeMap::new(),
+            &BTreeSet::new(),
+            ActivationFormat::Int8Symmetric,
+        )
+        .unwrap();
+        assert!(t.graph.unwrap().node.iter().any(|n| n.op_type == "Clip"));
+    }
+
+    #[test]
+    fn bias_correction_removes_the_mean_error_of_rounded_weights() {
+        // One 1x1 conv over 2 channels whose inputs have known means: the corrected bias of
+        // each output channel is b - sum_k dW[c, k] * mean[k].
+        let m = exported_like();
+        let amax = BTreeMap::from([("x".to_string(), 2.0), ("c1".to_string(), 6.0)]);
+        let means = BTreeMap::from([("x".to_string(), vec![1.5, -0.5])]);
+        let plain = quantise_static(
+            &m,
+            &amax,
+            &BTreeMap::new(),
+            &BTreeSet::new(),
+            ActivationFormat::Int8Symmetric,
+        )
+        .unwrap();
+        let corrected = quantise_static(
+            &m,
+            &amax,
+            &means,
+            &BTreeSet::new(),
+            ActivationFormat::Int8Symmetric,
+        )
+        .unwrap();
+        let bias = |m: &ModelProto| -> Vec<f32> {
+            let g = m.graph.as_ref().unwrap();
+            let get = |n: &str| g.initializer.iter().find(|t| t.name == n).unwrap();
+            let q: Vec<i32> = get("b1_quantized")
+                .raw_data
+                .chunks_exact(4)
+                .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            let s = f32_values(get("b1_quantized_scale")).unwrap();
+            q.iter().zip(&s).map(|(q, s)| *q as f32 * s).collect()
+        };
+        // w1 = [[0.5, -0.25], [1.0, 0.75]] per output channel; scale = max|w|/127.
+        let dq = |w: f32, amax: f32| {
+            let s = amax / 127.0;
+            (w / s).round_ties_even() * s - w
+        };
+        let want = [
+            0.1 - (dq(0.5, 0.5) * 1.5 + dq(-0.25, 0.5) * -0.5),
+            -0.2 - (dq(1.0, 1.0) * 1.5 + dq(0.75, 1.0) * -0.5),
+        ];
+        let (p, c) = (bias(&plain), bias(&corrected));
+        let step = 2.0 / 127.0 * 1.0 / 127.0; // input scale x largest weight scale
+        for i in 0..2 {
+            assert!(
+                (c[i] - want[i]).abs() <= step,
+                "channel {i}: {} vs {}",
+                c[i],
+                want[i]
+            );
+            assert!((p[i] - [0.1, -0.2][i]).abs() <= step);
+        }
+    }
 }

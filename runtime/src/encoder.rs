@@ -29,6 +29,14 @@ impl Default for LoadOptions {
     }
 }
 
+/// The pack's encoder `part`, or an error naming the pack.
+fn part<'a, T>(pack: &Pack, enc: Option<&'a T>, part: &'static str) -> Result<&'a T, RuntimeError> {
+    enc.ok_or_else(|| RuntimeError::NoEncoder {
+        pack: pack.manifest.name.clone(),
+        part,
+    })
+}
+
 fn pick_variant<'a>(
     pack: &Pack,
     part: &'static str,
@@ -76,14 +84,7 @@ impl ImageEncoder {
         opts: &LoadOptions,
         extra_outputs: &[&str],
     ) -> Result<Self, RuntimeError> {
-        let enc = pack
-            .manifest
-            .image_encoder
-            .as_ref()
-            .ok_or_else(|| RuntimeError::NoEncoder {
-                pack: pack.manifest.name.clone(),
-                part: "image encoder",
-            })?;
+        let enc = part(pack, pack.manifest.image_encoder.as_ref(), "image encoder")?;
         let file = pick_variant(pack, "image encoder", &enc.variants, opts.precision)?;
         let bytes =
             pack.read_verified(&format!("image_encoder.variants.{}", opts.precision), file)?;
@@ -100,14 +101,7 @@ impl ImageEncoder {
         bytes: &[u8],
         model: PathBuf,
     ) -> Result<Self, RuntimeError> {
-        let enc = pack
-            .manifest
-            .image_encoder
-            .as_ref()
-            .ok_or_else(|| RuntimeError::NoEncoder {
-                pack: pack.manifest.name.clone(),
-                part: "image encoder",
-            })?;
+        let enc = part(pack, pack.manifest.image_encoder.as_ref(), "image encoder")?;
         let mut outputs = vec![];
         for name in
             std::iter::once(enc.embedding_output.as_str()).chain(extra_outputs.iter().copied())
@@ -228,14 +222,7 @@ impl TextEncoder {
         backend: &dyn Backend,
         opts: &LoadOptions,
     ) -> Result<Self, RuntimeError> {
-        let enc = pack
-            .manifest
-            .text_encoder
-            .as_ref()
-            .ok_or_else(|| RuntimeError::NoEncoder {
-                pack: pack.manifest.name.clone(),
-                part: "text encoder",
-            })?;
+        let enc = part(pack, pack.manifest.text_encoder.as_ref(), "text encoder")?;
         let file = pick_variant(pack, "text encoder", &enc.variants, opts.precision)?;
         let bytes =
             pack.read_verified(&format!("text_encoder.variants.{}", opts.precision), file)?;
@@ -251,14 +238,7 @@ impl TextEncoder {
         bytes: &[u8],
         model: PathBuf,
     ) -> Result<Self, RuntimeError> {
-        let enc = pack
-            .manifest
-            .text_encoder
-            .as_ref()
-            .ok_or_else(|| RuntimeError::NoEncoder {
-                pack: pack.manifest.name.clone(),
-                part: "text encoder",
-            })?;
+        let enc = part(pack, pack.manifest.text_encoder.as_ref(), "text encoder")?;
         let tok_bytes = pack.read_verified("text_encoder.tokenizer", &enc.tokenizer)?;
         let tokenizer = TextTokenizer::from_bytes(
             &tok_bytes,

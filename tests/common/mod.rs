@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use dishcam_models::{Home, Pack};
 
@@ -80,4 +81,70 @@ pub fn top5(v: &[f32]) -> Vec<usize> {
 pub fn ort_library() -> PathBuf {
     let home = Home::from_env().expect("a home directory");
     dishcam_models::runtime_lib::library_path(&home)
+}
+
+/// The binary run with a private `DISHCAM_HOME` (overlays, caches) on the installed lite pack,
+/// with the onnxruntime library of the real home, and a scratch data directory.
+pub struct CliEnv {
+    pub home: tempfile::TempDir,
+    pub data: tempfile::TempDir,
+    pub pack: PathBuf,
+}
+
+impl CliEnv {
+    pub fn new() -> CliEnv {
+        let pack = lite_pack().dir;
+        CliEnv {
+            home: tempfile::tempdir().unwrap(),
+            data: tempfile::tempdir().unwrap(),
+            pack,
+        }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let pack = ["--pack", self.pack.to_str().unwrap()];
+        let pack: &[&str] = if args[0] == "models" { &[] } else { &pack };
+        Command::new(env!("CARGO_BIN_EXE_dishcam"))
+            .args(args)
+            .args(pack)
+            .env("DISHCAM_HOME", self.home.path())
+            .env("ORT_DYLIB_PATH", ort_library())
+            .env("DISHCAM_LOG", "error")
+            .output()
+            .expect("run dishcam")
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "dishcam {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+            panic!("{e}: {}", String::from_utf8_lossy(&o.stdout));
+        })
+    }
+
+    pub fn dir(&self, name: &str) -> PathBuf {
+        self.data.path().join(name)
+    }
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// Asserts a clean failure: exit code 1, no panic, and an `error:` line containing every needle.
+pub fn assert_fails_with(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "expected exit 1, stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line in: {err}"));
+    for n in needles {
+        assert!(line.contains(n), "error line lacks {n:?}: {line}");
+    }
 }
