@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use dishcam_models::manifest::HeadKind;
+use dishcam_models::manifest::{Head, HeadKind};
+use dishcam_models::Pack;
 use dishcam_runtime::classify::{softmax_in_place, top_k, Scored};
 use dishcam_runtime::head::{read_labels, Classifier, HeadModel};
 use dishcam_runtime::image_io::decode_file;
@@ -42,22 +43,10 @@ pub struct ClassifyArgs {
     engine: EngineArgs,
 }
 
-const STAGES: [&str; 5] = ["decode", "preprocess", "encode", "head", "total"];
-
-pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
-    if args.repeat == 0 {
-        bail!("--repeat must be at least 1");
-    }
-    let pack = args.engine.open_pack()?;
-    if args.images.is_empty() {
-        let text = args
-            .text
-            .as_deref()
-            .expect("clap requires photos or --text");
-        return classify_text(args, &pack, text);
-    }
+/// The head to classify photos with: `head` if given, else the pack's default image head (or,
+/// with a text to fuse, its fusion head); refused with the reason when it is of the wrong kind.
+pub fn pick_head<'a>(pack: &'a Pack, head: Option<&str>, fused: bool) -> anyhow::Result<&'a Head> {
     let m = &pack.manifest;
-    let fused = args.text.is_some();
     let (wanted, default): (&[HeadKind], _) = if fused {
         (
             &[HeadKind::EarlyFusion, HeadKind::LateFusion],
@@ -66,9 +55,8 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         (&[HeadKind::Image], m.default_head.clone())
     };
-    let head_name = args
-        .head
-        .clone()
+    let head_name = head
+        .map(str::to_string)
         .or(default)
         .or_else(|| {
             m.heads
@@ -103,6 +91,26 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
             }
         );
     }
+    Ok(head)
+}
+
+const STAGES: [&str; 5] = ["decode", "preprocess", "encode", "head", "total"];
+
+pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
+    if args.repeat == 0 {
+        bail!("--repeat must be at least 1");
+    }
+    let pack = args.engine.open_pack()?;
+    if args.images.is_empty() {
+        let text = args
+            .text
+            .as_deref()
+            .expect("clap requires photos or --text");
+        return classify_text(args, &pack, text);
+    }
+    let m = &pack.manifest;
+    let head = pick_head(&pack, args.head.as_deref(), args.text.is_some())?;
+    let head_name = head.name.clone();
     let labels = read_labels(&pack, head)?;
     let backend = args.engine.backend()?;
     let opts = args.engine.load_options()?;

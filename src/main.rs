@@ -10,6 +10,7 @@ mod features;
 mod models;
 mod recipes;
 mod teach;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +67,9 @@ enum Command {
         #[command(subcommand)]
         command: models::ModelsCommand,
     },
+    /// Watch a camera, video, folder or test pattern: settled-dish events, fps, dropped frames,
+    /// per-stage latency.
+    Watch(watch::WatchArgs),
     /// Describe the board: platform, telemetry, what cannot be read and why.
     Board {
         #[command(subcommand)]
@@ -204,6 +208,7 @@ fn main() -> ExitCode {
         Command::Eval { command } => eval::run(&command, cli.quiet),
         Command::Recipes { command } => recipes::run(&command, cli.quiet),
         Command::Board { command } => board::run(&command),
+        Command::Watch(args) => watch::run(&args, cli.quiet),
     };
     match result {
         Ok(code) => code,

@@ -378,3 +378,95 @@ fn embeddings_have_the_manifest_dims() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["dim"], 1280);
 }
+
+fn watch_lines(args: &[&str]) -> Vec<serde_json::Value> {
+    let o = dishcam(args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[test]
+fn watch_a_synthetic_stream_reports_counts_and_latency() {
+    lite_pack();
+    let lines = watch_lines(&[
+        "watch",
+        "synthetic://?fps=60&size=160x120&frames=60",
+        "--json",
+        "--stats-every",
+        "0",
+    ]);
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["schema"], "dishcam.watch/1");
+    assert_eq!(summary["type"], "summary");
+    let c = &summary["counts"];
+    assert_eq!(c["captured"], 60);
+    assert_eq!(
+        c["classified"].as_u64().unwrap() + c["dropped"].as_u64().unwrap(),
+        60,
+        "{c}"
+    );
+    let p90 = summary["latency"]["capture_to_emitted"]["p90_ms"]
+        .as_f64()
+        .unwrap();
+    assert!(p90 > 0.0);
+}
+
+/// Held-out bibimbap photos (never used to fit the head), read as a folder: the pipeline
+/// classifies every one and settles on bibimbap.
+#[test]
+fn watch_a_folder_of_unseen_bibimbap_settles_on_bibimbap() {
+    lite_pack();
+    let Some(shared) = shared_data("watch_a_folder_of_unseen_bibimbap_settles_on_bibimbap") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(shared.join("food101-10class/train/bibimbap"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    for f in files {
+        let stem = f.file_stem().unwrap().to_string_lossy().to_string();
+        if dishcam_runtime::dataset::is_holdout(&stem, 0.2) {
+            std::os::unix::fs::symlink(&f, dir.path().join(f.file_name().unwrap())).unwrap();
+            n += 1;
+        }
+    }
+    assert!(n > 30, "{n} held-out photos");
+    let uri = format!("dir://{}", dir.path().display());
+    let lines = watch_lines(&["watch", &uri, "--json", "--stats-every", "0"]);
+    let summary = lines.last().unwrap();
+    assert_eq!(
+        summary["counts"]["classified"], n,
+        "every photo is classified"
+    );
+    assert_eq!(summary["counts"]["dropped"], 0);
+    let settled: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["type"] == "event" && l["event"] == "settled")
+        .filter_map(|l| l["dish"].as_str())
+        .collect();
+    assert!(settled.contains(&"bibimbap"), "settled on {settled:?}");
+}
+
+#[test]
+fn watch_names_the_accepted_sources_and_the_missing_features() {
+    lite_pack();
+    assert_fails_with(
+        &dishcam(&["watch", "rtsp://camera/stream"]),
+        &["synthetic://", "dir://"],
+    );
+    assert_fails_with(
+        &dishcam(&["watch", "v4l2:///dev/video0"]),
+        &["--features camera-v4l"],
+    );
+    assert_fails_with(
+        &dishcam(&["watch", "synthetic://?fps=abc"]),
+        &["fps", "abc"],
+    );
+}

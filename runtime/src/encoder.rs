@@ -157,7 +157,17 @@ impl ImageEncoder {
     /// Preprocesses `img` into the encoder's input buffer.
     pub fn preprocess(&mut self, img: &RgbImage) -> Result<(), RuntimeError> {
         let (w, h) = img.dimensions();
-        self.preprocessor.run(img.as_raw(), w, h, &mut self.input)?;
+        self.preprocess_rgb(img.as_raw(), w, h)
+    }
+
+    /// Preprocesses packed RGB8 pixels (e.g. a camera frame) into the input buffer.
+    pub fn preprocess_rgb(
+        &mut self,
+        rgb: &[u8],
+        width: u32,
+        height: u32,
+    ) -> Result<(), RuntimeError> {
+        self.preprocessor.run(rgb, width, height, &mut self.input)?;
         Ok(())
     }
 

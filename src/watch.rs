@@ -1,0 +1,274 @@
+//! `dishcam watch SOURCE`: the live pipeline on a camera, a video, a folder of photos or a
+//! synthetic pattern. One JSON line per dish event and a periodic stats line; a summary at the
+//! end of the stream (or after --max-frames).
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use dishcam_runtime::head::{read_labels, Classifier};
+use dishcam_runtime::pipeline::{
+    EncoderClassifier, FrameResult, Pipeline, PipelineConfig, Received,
+};
+use dishcam_runtime::smoothing::{DishEvent, SmoothingConfig};
+use dishcam_runtime::source::{self, SourceOptions};
+use dishcam_runtime::timing::Samples;
+use dishcam_runtime::{ImageEncoder, TextEncoder};
+use serde_json::json;
+
+use crate::{print_json, EngineArgs};
+
+#[derive(Args)]
+pub struct WatchArgs {
+    /// Frame source: synthetic://?fps=30&size=640x480, file://photo.jpg, dir://DIR (or
+    /// dir://DIR/*.jpg), v4l2:///dev/video0, csi://0, gst://PIPELINE, or a path.
+    pub source: String,
+    /// One JSON object per line (schema `dishcam.watch/1`, see docs/cli-json.md).
+    #[arg(long)]
+    pub json: bool,
+    /// Stop after this many frames have been classified.
+    #[arg(long)]
+    pub max_frames: Option<u64>,
+    /// Skip the encoder when the scene changed less than this (mean absolute difference of a
+    /// 32x24 grey thumbnail, 0-255); 0 disables the gate.
+    #[arg(long, default_value_t = 2.0)]
+    pub gate: f32,
+    /// Seconds between stats lines (0: only the summary).
+    #[arg(long, default_value_t = 2.0)]
+    pub stats_every: f64,
+    /// Text fused with every frame by the pack's fusion head (e.g. a meal plan).
+    #[arg(long)]
+    pub text: Option<String>,
+    /// Head to classify with (default: the pack's default image head, or its fusion head
+    /// with --text).
+    #[arg(long)]
+    pub head: Option<String>,
+    /// Frame rate for sources that take one (synthetic, folders).
+    #[arg(long)]
+    pub fps: Option<f32>,
+    /// Resize frames to this size before anything else.
+    #[arg(long)]
+    pub width: Option<u32>,
+    #[arg(long)]
+    pub height: Option<u32>,
+    /// Mirror frames: h, v or both.
+    #[arg(long)]
+    pub flip: Option<String>,
+    /// Start over at the end of a file or folder.
+    #[arg(long = "loop")]
+    pub loop_: bool,
+    /// Smoothing: frames a dish must lead for before it is "settled".
+    #[arg(long)]
+    pub settle_frames: Option<u32>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// Per-stage latency since capture.
+const STAGES: [&str; 4] = [
+    "capture_to_preprocessed",
+    "capture_to_encoded",
+    "capture_to_classified",
+    "capture_to_emitted",
+];
+
+pub fn run(args: &WatchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let pack = args.engine.open_pack()?;
+    let head = crate::classify::pick_head(&pack, args.head.as_deref(), args.text.is_some())?;
+    let labels = read_labels(&pack, head)?;
+    let backend = args.engine.backend()?;
+    let opts = args.engine.load_options()?;
+    let extra: Vec<&str> = head.encoder_output.as_deref().into_iter().collect();
+    let encoder = ImageEncoder::load(&pack, backend.as_ref(), &opts, &extra)?;
+    let classifier = Classifier::load(&pack, head, backend.as_ref(), &opts)?;
+    let text = match &args.text {
+        Some(t) => Some(TextEncoder::load(&pack, backend.as_ref(), &opts)?.encode(t)?),
+        None => None,
+    };
+    let recipes = crate::recipes::open_index(&pack, &opts).ok();
+    let source_opts = SourceOptions {
+        width: args.width,
+        height: args.height,
+        fps: args.fps,
+        flip: match args.flip.as_deref() {
+            None => source::Flip::None,
+            Some(f) => f.parse().map_err(anyhow::Error::msg)?,
+        },
+        loop_: args.loop_,
+        max_pixels: args.engine.max_pixels,
+    };
+    let src = source::open(&args.source, &source_opts)
+        .with_context(|| format!("cannot open {}", args.source))?;
+    // A paced source (camera, synthetic, --fps) is live: a frame inference cannot take in time
+    // is dropped. Files and folders read unpaced are classified frame by frame.
+    let backpressure = src.fps_hint().is_none();
+    let mut smoothing = SmoothingConfig::default();
+    if let Some(n) = args.settle_frames {
+        smoothing.settle_frames = n;
+    }
+    let config = PipelineConfig {
+        smoothing,
+        gate: (args.gate > 0.0).then_some(args.gate),
+        max_frames: args.max_frames,
+        backpressure,
+        ..Default::default()
+    };
+    let frame_classifier = EncoderClassifier {
+        encoder,
+        head: classifier,
+        reads_encoder_output: head.encoder_output.is_some(),
+        temperature: head.temperature,
+        classes: labels.len(),
+        text,
+    };
+    let pipeline =
+        Pipeline::start(src, Box::new(frame_classifier), config).map_err(anyhow::Error::msg)?;
+
+    let mut samples: Vec<Samples> = vec![Samples::default(); STAGES.len()];
+    let mut window: Vec<Samples> = vec![Samples::default(); STAGES.len()];
+    let mut last_stats = Instant::now();
+    let mut last_counts = pipeline.counts();
+    let label = |c: usize| labels.get(c).cloned().unwrap_or_else(|| c.to_string());
+    let top_json = |r: &FrameResult| -> Vec<serde_json::Value> {
+        r.top[..r.top_len]
+            .iter()
+            .map(|(c, p)| json!({"class": c, "label": label(*c), "probability": p}))
+            .collect()
+    };
+    loop {
+        let result = match pipeline.recv_timeout(Duration::from_millis(200)) {
+            Received::Result(r) => Some(r),
+            Received::Timeout => None,
+            Received::Ended => break,
+        };
+        if let Some(r) = result {
+            let emitted = Instant::now();
+            let s = r.stamps;
+            let since_capture = [
+                s.preprocessed - s.captured,
+                s.encoded - s.captured,
+                s.classified - s.captured,
+                emitted - s.captured,
+            ];
+            for (i, d) in since_capture.into_iter().enumerate() {
+                samples[i].push(d);
+                window[i].push(d);
+            }
+            if let Some(ev) = r.event {
+                emit_event(args.json, &ev, &r, &label, &top_json(&r), recipes.as_ref());
+            }
+        }
+        if args.stats_every > 0.0 && last_stats.elapsed().as_secs_f64() >= args.stats_every {
+            let now = pipeline.counts();
+            let secs = last_stats.elapsed().as_secs_f64();
+            let fps_in = (now.captured - last_counts.captured) as f64 / secs;
+            let fps_out = (now.classified - last_counts.classified) as f64 / secs;
+            emit_stats(args.json, quiet, "stats", fps_in, fps_out, &now, &window);
+            window = vec![Samples::default(); STAGES.len()];
+            last_stats = Instant::now();
+            last_counts = now;
+        }
+    }
+    let elapsed = pipeline.elapsed().as_secs_f64();
+    let counts = pipeline.stop().map_err(anyhow::Error::msg)?;
+    let fps_in = counts.captured as f64 / elapsed.max(1e-9);
+    let fps_out = counts.classified as f64 / elapsed.max(1e-9);
+    emit_stats(
+        args.json, false, "summary", fps_in, fps_out, &counts, &samples,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn emit_event(
+    as_json: bool,
+    ev: &DishEvent,
+    r: &FrameResult,
+    label: &dyn Fn(usize) -> String,
+    top: &[serde_json::Value],
+    recipes: Option<&dishcam_recipes::RecipeIndex>,
+) {
+    let (kind, class, probability) = match *ev {
+        DishEvent::Settled {
+            class, probability, ..
+        } => ("settled", Some(class), Some(probability)),
+        DishEvent::Changed {
+            to, probability, ..
+        } => ("changed", Some(to), Some(probability)),
+        DishEvent::Cleared { .. } => ("cleared", None, None),
+    };
+    let dish = class.map(label);
+    let suggestions = match &dish {
+        Some(d) => crate::recipes::for_dish(recipes, d, 3),
+        None => vec![],
+    };
+    if as_json {
+        print_json(&json!({
+            "schema": "dishcam.watch/1",
+            "type": "event",
+            "event": kind,
+            "dish": dish,
+            "class": class,
+            "probability": probability,
+            "frame": ev.frame(),
+            "seq": r.seq,
+            "top": top,
+            "recipes": suggestions,
+        }));
+    } else {
+        match (&dish, probability) {
+            (Some(d), Some(p)) => println!(
+                "frame {}: {kind} {d} ({:.1} %){}",
+                ev.frame(),
+                p * 100.0,
+                suggestions
+                    .first()
+                    .and_then(|r| r["title"].as_str())
+                    .map(|t| format!(", recipe: {t}"))
+                    .unwrap_or_default()
+            ),
+            _ => println!("frame {}: {kind}", ev.frame()),
+        }
+    }
+}
+
+fn emit_stats(
+    as_json: bool,
+    quiet: bool,
+    kind: &str,
+    fps_in: f64,
+    fps_out: f64,
+    counts: &dishcam_runtime::pipeline::Counts,
+    samples: &[Samples],
+) {
+    let latency: serde_json::Map<String, serde_json::Value> = STAGES
+        .iter()
+        .zip(samples)
+        .map(|(name, s)| {
+            let v = s.summary().map_or(
+                serde_json::Value::Null,
+                |m| json!({"p50_ms": m.median_ms, "p90_ms": m.p90_ms, "max_ms": m.max_ms}),
+            );
+            (name.to_string(), v)
+        })
+        .collect();
+    if as_json {
+        print_json(&json!({
+            "schema": "dishcam.watch/1",
+            "type": kind,
+            "fps_in": fps_in,
+            "fps_out": fps_out,
+            "counts": counts,
+            "latency": latency,
+        }));
+    } else if !quiet || kind == "summary" {
+        let p90 = samples
+            .last()
+            .and_then(|s| s.summary())
+            .map_or("-".into(), |m| format!("{:.1} ms", m.p90_ms));
+        eprintln!(
+            "{kind}: {fps_in:.1} fps in, {fps_out:.1} fps out, {} captured, {} dropped, {} gated, {} classified, capture->emit p90 {p90}",
+            counts.captured, counts.dropped, counts.gated, counts.classified
+        );
+    }
+}
