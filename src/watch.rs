@@ -2,7 +2,10 @@
 //! synthetic pattern. One JSON line per dish event and a periodic stats line; a summary at the
 //! end of the stream (or after --max-frames).
 
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -124,6 +127,19 @@ pub fn run(args: &WatchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     };
     let pipeline =
         Pipeline::start(src, Box::new(frame_classifier), config).map_err(anyhow::Error::msg)?;
+    // Board telemetry (CPU, memory, power and temperatures where readable) beside the stats.
+    let sampler = dishcam_board::Sampler::start(
+        dishcam_board::detect(Path::new("/")),
+        Duration::from_millis(500),
+    );
+    // Ctrl-C ends the stream cleanly, with the summary.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        if let Err(e) = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)) {
+            log::warn!("Ctrl-C will not print a summary: {e}");
+        }
+    }
 
     let mut samples: Vec<Samples> = vec![Samples::default(); STAGES.len()];
     let mut window: Vec<Samples> = vec![Samples::default(); STAGES.len()];
@@ -137,6 +153,9 @@ pub fn run(args: &WatchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             .collect()
     };
     loop {
+        if interrupted.load(Ordering::Relaxed) {
+            break;
+        }
         let result = match pipeline.recv_timeout(Duration::from_millis(200)) {
             Received::Result(r) => Some(r),
             Received::Timeout => None,
@@ -164,7 +183,10 @@ pub fn run(args: &WatchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             let secs = last_stats.elapsed().as_secs_f64();
             let fps_in = (now.captured - last_counts.captured) as f64 / secs;
             let fps_out = (now.classified - last_counts.classified) as f64 / secs;
-            emit_stats(args.json, quiet, "stats", fps_in, fps_out, &now, &window);
+            let telemetry = json!(sampler.latest());
+            emit_stats(
+                args.json, quiet, "stats", fps_in, fps_out, &now, &window, telemetry,
+            );
             window = vec![Samples::default(); STAGES.len()];
             last_stats = Instant::now();
             last_counts = now;
@@ -172,10 +194,18 @@ pub fn run(args: &WatchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     }
     let elapsed = pipeline.elapsed().as_secs_f64();
     let counts = pipeline.stop().map_err(anyhow::Error::msg)?;
+    let board = sampler.stop();
     let fps_in = counts.captured as f64 / elapsed.max(1e-9);
     let fps_out = counts.classified as f64 / elapsed.max(1e-9);
+    let telemetry = json!({
+        "peak_rss_mb": board.peak_rss_mb,
+        "mean_cpu_util": board.mean_cpu_util,
+        "mean_power_mw": board.mean_power_mw,
+        "energy_mj": board.energy_mj,
+        "energy_per_frame_mj": board.energy_per_item(counts.classified),
+    });
     emit_stats(
-        args.json, false, "summary", fps_in, fps_out, &counts, &samples,
+        args.json, false, "summary", fps_in, fps_out, &counts, &samples, telemetry,
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -232,6 +262,7 @@ fn emit_event(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn emit_stats(
     as_json: bool,
     quiet: bool,
@@ -240,6 +271,7 @@ fn emit_stats(
     fps_out: f64,
     counts: &dishcam_runtime::pipeline::Counts,
     samples: &[Samples],
+    telemetry: serde_json::Value,
 ) {
     let latency: serde_json::Map<String, serde_json::Value> = STAGES
         .iter()
@@ -260,14 +292,23 @@ fn emit_stats(
             "fps_out": fps_out,
             "counts": counts,
             "latency": latency,
+            "telemetry": telemetry,
         }));
     } else if !quiet || kind == "summary" {
         let p90 = samples
             .last()
             .and_then(|s| s.summary())
             .map_or("-".into(), |m| format!("{:.1} ms", m.p90_ms));
+        let cpu = ["cpu_util", "mean_cpu_util"]
+            .iter()
+            .find_map(|k| telemetry[k].as_f64())
+            .map_or(String::new(), |u| format!(", cpu {:.0} %", u * 100.0));
+        let power = ["power_mw", "mean_power_mw"]
+            .iter()
+            .find_map(|k| telemetry[k].as_f64())
+            .map_or(String::new(), |p| format!(", {:.1} W", p / 1e3));
         eprintln!(
-            "{kind}: {fps_in:.1} fps in, {fps_out:.1} fps out, {} captured, {} dropped, {} gated, {} classified, capture->emit p90 {p90}",
+            "{kind}: {fps_in:.1} fps in, {fps_out:.1} fps out, {} captured, {} dropped, {} gated, {} classified, capture->emit p90 {p90}{cpu}{power}",
             counts.captured, counts.dropped, counts.gated, counts.classified
         );
     }

@@ -470,3 +470,35 @@ fn watch_names_the_accepted_sources_and_the_missing_features() {
         &["fps", "abc"],
     );
 }
+
+/// Ctrl-C (SIGINT) ends an endless stream with the summary, including the process's memory.
+#[test]
+fn watch_ends_cleanly_on_ctrl_c_with_a_summary() {
+    lite_pack();
+    let child = Command::new(env!("CARGO_BIN_EXE_dishcam"))
+        .args([
+            "watch",
+            "synthetic://?fps=30&size=160x120",
+            "--json",
+            "--stats-every",
+            "0",
+        ])
+        .env("DISHCAM_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["type"], "summary");
+    assert!(summary["counts"]["classified"].as_u64().unwrap() > 0);
+    assert!(summary["telemetry"]["peak_rss_mb"].as_f64().unwrap() > 0.0);
+}
