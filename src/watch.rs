@@ -12,7 +12,8 @@ use anyhow::Context;
 use clap::Args;
 use dishcam_runtime::head::{read_labels, Classifier};
 use dishcam_runtime::pipeline::{
-    EncoderClassifier, FrameResult, Pipeline, PipelineConfig, Received,
+    EncoderClassifier, FrameClassifier, FrameResult, Pipeline, PipelineConfig, Received,
+    SavingClassifier,
 };
 use dishcam_runtime::smoothing::{DishEvent, SmoothingConfig};
 use dishcam_runtime::source::{self, SourceOptions};
@@ -64,6 +65,13 @@ pub struct WatchArgs {
     /// Smoothing: frames a dish must lead for before it is "settled".
     #[arg(long)]
     pub settle_frames: Option<u32>,
+    /// Keep the frames the encoder runs on as PNG files in DIR (for `dishcam calibrate
+    /// --images DIR` on this kitchen's light, or for teaching a dish).
+    #[arg(long)]
+    pub save_frames: Option<std::path::PathBuf>,
+    /// Most frames --save-frames keeps.
+    #[arg(long, default_value_t = 1000)]
+    pub save_limit: usize,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -125,8 +133,20 @@ pub fn run(args: &WatchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         classes: labels.len(),
         text,
     };
-    let pipeline =
-        Pipeline::start(src, Box::new(frame_classifier), config).map_err(anyhow::Error::msg)?;
+    let frame_classifier: Box<dyn FrameClassifier> = match &args.save_frames {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("{}: cannot create the frame directory", dir.display()))?;
+            Box::new(SavingClassifier {
+                inner: frame_classifier,
+                dir: dir.clone(),
+                limit: args.save_limit,
+                saved: 0,
+            })
+        }
+        None => Box::new(frame_classifier),
+    };
+    let pipeline = Pipeline::start(src, frame_classifier, config).map_err(anyhow::Error::msg)?;
     // Board telemetry (CPU, memory, power and temperatures where readable) beside the stats.
     let sampler = dishcam_board::Sampler::start(
         dishcam_board::detect(Path::new("/")),

@@ -243,3 +243,49 @@ fn int8_on_tract_names_the_backend_that_runs_it() {
     ]);
     assert_fails_with(&o, &["tract", "--backend onnxruntime"]);
 }
+
+/// The loop a board runs in its own kitchen: `watch --save-frames` keeps frames, and
+/// `calibrate --images` makes an int8 variant from them.
+#[test]
+fn frames_saved_by_watch_calibrate_the_pack() {
+    let env = Env::new();
+    let frames = env.data.path().join("kitchen");
+    let o = env.run(&[
+        "watch",
+        "synthetic://?fps=200&size=320x240&scene_every=15",
+        "--gate",
+        "0",
+        "--max-frames",
+        "60",
+        "--save-frames",
+        frames.to_str().unwrap(),
+        "--stats-every",
+        "0",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let saved = std::fs::read_dir(&frames).unwrap().count();
+    assert!((40..=60).contains(&saved), "{saved} frames saved");
+    let out = env.data.path().join("cal");
+    let o = env.run(&[
+        "calibrate",
+        "--images",
+        frames.to_str().unwrap(),
+        "--samples",
+        "32",
+        "--validate",
+        "4",
+        "--holdout",
+        "0.1",
+        "--keep-fp32",
+        "none",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["calibration_photos"], 32);
+    assert!(walk(&out)
+        .iter()
+        .any(|p| p.ends_with("image_encoder.int8.onnx")));
+}

@@ -411,6 +411,44 @@ impl Pipeline {
     }
 }
 
+/// Wraps a classifier and keeps the frames it encodes as PNG files (`frame_<seq>.png`), up to
+/// `limit`: frames a board captured in its own kitchen, for `dishcam calibrate --images DIR` and
+/// for teaching a dish. Gated frames (an unchanged scene) are not kept. A frame that cannot be
+/// written is logged and skipped: saving never stops the stream.
+pub struct SavingClassifier<C> {
+    pub inner: C,
+    pub dir: std::path::PathBuf,
+    pub limit: usize,
+    pub saved: usize,
+}
+
+impl<C: FrameClassifier> FrameClassifier for SavingClassifier<C> {
+    fn classes(&self) -> usize {
+        self.inner.classes()
+    }
+
+    fn preprocess(&mut self, frame: &Frame) -> Result<(), String> {
+        if self.saved < self.limit {
+            let path = self.dir.join(format!("frame_{:08}.png", frame.seq));
+            match image::save_buffer(
+                &path,
+                &frame.rgb,
+                frame.width,
+                frame.height,
+                image::ExtendedColorType::Rgb8,
+            ) {
+                Ok(()) => self.saved += 1,
+                Err(e) => log::warn!("{}: frame not saved ({e})", path.display()),
+            }
+        }
+        self.inner.preprocess(frame)
+    }
+
+    fn classify(&mut self, probs: &mut [f32]) -> Result<(), String> {
+        self.inner.classify(probs)
+    }
+}
+
 /// The pack's image encoder and a head as a [`FrameClassifier`]: embedding (or the encoder
 /// output the head names), the head's scores, softmax at the head's temperature. With a text
 /// embedding, a fusion head fuses it with every frame.
