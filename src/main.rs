@@ -1,6 +1,7 @@
 //! `dishcam`: the command line. Wiring only: the work happens in `dishcam-models` and
 //! `dishcam-runtime`. Logs go to stderr, results to stdout.
 
+mod bench;
 mod board;
 mod calibrate;
 mod classify;
@@ -70,6 +71,9 @@ enum Command {
     /// Watch a camera, video, folder or test pattern: settled-dish events, fps, dropped frames,
     /// per-stage latency.
     Watch(watch::WatchArgs),
+    /// Benchmark scenarios (single-stream, multi-stream, offline) over backends, precisions and
+    /// threads, interleaved, with a naive baseline and the bare session; JSON, Markdown, SVG.
+    Bench(bench::BenchArgs),
     /// Describe the board: platform, telemetry, what cannot be read and why.
     Board {
         #[command(subcommand)]
@@ -134,6 +138,7 @@ impl EngineArgs {
                     .map(|p| p.parse())
                     .collect::<Result<_, String>>()
                     .map_err(anyhow::Error::msg)?,
+                spinning: false,
             },
         })
     }
@@ -209,6 +214,7 @@ fn main() -> ExitCode {
         Command::Recipes { command } => recipes::run(&command, cli.quiet),
         Command::Board { command } => board::run(&command),
         Command::Watch(args) => watch::run(&args, cli.quiet),
+        Command::Bench(args) => bench::run(&args, cli.quiet),
     };
     match result {
         Ok(code) => code,

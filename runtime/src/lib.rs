@@ -4,6 +4,7 @@
 //! call without files; decoding and model loading sit at the edges.
 
 pub mod backend;
+pub mod bench;
 pub mod classify;
 pub mod dataset;
 pub mod encoder;

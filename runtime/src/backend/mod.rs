@@ -175,6 +175,10 @@ pub struct SessionOptions {
     pub optimization: GraphOptimization,
     /// Execution providers (onnxruntime only); empty means CPU.
     pub providers: Vec<Provider>,
+    /// Let onnxruntime's intra-op workers spin-wait between runs (onnxruntime's own default).
+    /// Off by default here: a camera runs several sessions in turn (image encoder, head, text
+    /// encoder), and one session's spinning workers take the cores the next one needs.
+    pub spinning: bool,
 }
 
 /// An inference engine.

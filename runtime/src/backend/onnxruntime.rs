@@ -153,6 +153,9 @@ impl Backend for OrtBackend {
                 .with_intra_threads(t.max(1))
                 .map_err(|e| load_err(&e))?;
         }
+        builder = builder
+            .with_intra_op_spinning(options.spinning)
+            .map_err(|e| load_err(&e))?;
         // Named dimensions fixed at load time let onnxruntime plan memory once.
         for (name, size) in spec.fixed_dims {
             builder = builder
@@ -277,4 +280,85 @@ fn to_tensor(value: &DynValue) -> Result<Tensor, String> {
         });
     }
     Err(format!("type {:?} is not supported", value.dtype()))
+}
+
+/// A raw `ort` session with none of dishcam's wrapping (no shape checks, no output copies into
+/// [`Tensor`]s): the loop an application writes against `ort` directly. `dishcam bench` runs it
+/// beside the wrapped session, interleaved, so the wrapper's overhead is measured, not assumed.
+pub struct BareSession {
+    session: OrtSession,
+    run_options: RunOptions<ort::session::HasSelectedOutputs>,
+    input: String,
+    output: String,
+}
+
+impl OrtBackend {
+    /// Loads `spec` as a [`BareSession`] with the same options as [`Backend::load`]. Only the
+    /// first input and first wanted output are used: it is for single-input encoders.
+    pub fn bare(
+        &self,
+        spec: &ModelSpec<'_>,
+        options: &SessionOptions,
+    ) -> Result<BareSession, BackendError> {
+        let load_err = |e: &dyn std::fmt::Display| BackendError::Load {
+            model: spec.path.display().to_string(),
+            backend: "onnxruntime".into(),
+            reason: e.to_string(),
+        };
+        let (Some(input), Some(output)) = (spec.inputs.first(), spec.outputs.first()) else {
+            return Err(load_err(&"a bare session needs one input and one output"));
+        };
+        let mut builder = OrtSession::builder(self.env)
+            .map_err(|e| load_err(&e))?
+            .with_optimization_level(optimisation_level(options.optimization))
+            .map_err(|e| load_err(&e))?;
+        if let Some(t) = options.threads {
+            builder = builder
+                .with_intra_threads(t.max(1))
+                .map_err(|e| load_err(&e))?;
+        }
+        builder = builder
+            .with_intra_op_spinning(options.spinning)
+            .map_err(|e| load_err(&e))?;
+        for (name, size) in spec.fixed_dims {
+            builder = builder
+                .with_dimension_override(*name, *size as i64)
+                .map_err(|e| load_err(&e))?;
+        }
+        let session = builder
+            .commit_from_memory(spec.bytes)
+            .map_err(|e| load_err(&e))?;
+        let run_options = RunOptions::new()
+            .map_err(|e| load_err(&e))?
+            .with_outputs(OutputSelector::no_default().with(output.name.clone()));
+        Ok(BareSession {
+            session,
+            run_options,
+            input: input.name.clone(),
+            output: output.name.clone(),
+        })
+    }
+}
+
+impl BareSession {
+    /// Runs on `data` of `shape` and returns the first output value (read, as an application
+    /// reading its result would).
+    pub fn run(&mut self, shape: &[usize], data: &[f32]) -> Result<f32, BackendError> {
+        let err = |e: ort::Error| BackendError::Run {
+            model: "bare session".into(),
+            reason: e.to_string(),
+        };
+        let value = OrtTensorRef::from_array_view((shape, data)).map_err(err)?;
+        let outputs = self
+            .session
+            .run_with_options(
+                ort::inputs![self.input.as_str() => value],
+                &self.run_options,
+            )
+            .map_err(err)?;
+        let (_, out) = outputs[self.output.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(err)?;
+        Ok(out.first().copied().unwrap_or(f32::NAN))
+    }
 }

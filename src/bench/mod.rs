@@ -1,0 +1,765 @@
+//! `dishcam bench`: MLPerf-style scenarios (single-stream, multi-stream, offline) over a matrix
+//! of backends, precisions and thread counts. The matrix runs interleaved, one query per
+//! configuration and column in turn, so machine noise hits every configuration alike; beside
+//! our pipeline it times the naive loop an application would write and the bare onnxruntime
+//! session, so our gains and our overhead are measured ratios from the same run.
+
+mod engine;
+mod plot;
+mod report;
+mod startup;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use dishcam_models::{Home, Pack, Precision};
+use dishcam_runtime::backend::{self, Backend, BackendError, BackendKind};
+use dishcam_runtime::bench::Minimums;
+use dishcam_runtime::image_io::{decode_bytes, DecodeOptions, DEFAULT_MAX_PIXELS};
+use dishcam_runtime::pipeline::{Pipeline, PipelineConfig};
+
+use engine::{Column, Engine, Photo, SharedEngine, StageTimes};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Model pack: an installed pack's name or a pack directory.
+    #[arg(long, default_value = "lite", env = "DISHCAM_PACK")]
+    pack: String,
+    /// Scenarios: single-stream, multi-stream, offline (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "single-stream,offline")]
+    scenario: Vec<String>,
+    /// Backends to compare (comma-separated): onnxruntime, tract (tensorrt where built).
+    #[arg(long, value_delimiter = ',', default_value = "onnxruntime")]
+    backend: Vec<String>,
+    /// Precisions to compare (comma-separated): fp32, int8.
+    #[arg(long, value_delimiter = ',', default_value = "fp32,int8")]
+    precision: Vec<String>,
+    /// Intra-op thread counts to compare (default: every core).
+    #[arg(long, value_delimiter = ',')]
+    threads: Vec<usize>,
+    /// Folder of photos to feed (decoded from memory each query); default: generated ones.
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// Use at most this many photos of --images (sorted by name).
+    #[arg(long, default_value_t = 200)]
+    samples: usize,
+    /// Minimum queries per configuration and column (single-stream default 1024, multi-stream
+    /// 270, offline 3 passes).
+    #[arg(long)]
+    min_queries: Option<usize>,
+    /// Minimum run duration per scenario, seconds (default 60; LoadGen's is 600).
+    #[arg(long)]
+    min_duration: Option<f64>,
+    /// Quick run for CI: 64 single-stream or 16 multi-stream queries, 2 s, 1 offline pass, 2
+    /// warm-up queries. Too short to be a valid run, and the report says so.
+    #[arg(long)]
+    quick: bool,
+    /// Queries per configuration and column run before timing starts.
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// Configuration the ratios are taken against (e.g. onnxruntime/fp32/2t; default: the first).
+    #[arg(long)]
+    baseline: Option<String>,
+    /// Skip the start-to-first-answer and resident-memory measurements (child processes).
+    #[arg(long)]
+    no_startup: bool,
+    /// Write bench.json, bench.md and SVG plots here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the report as JSON (schema dishcam.bench/1) instead of Markdown.
+    #[arg(long)]
+    json: bool,
+    /// Let onnxruntime's worker threads spin between runs (its own default; dishcam turns it
+    /// off so that one session's idle workers do not take the cores the next session needs).
+    #[arg(long)]
+    spinning: bool,
+    /// onnxruntime graph optimisation: disable, basic, extended, all.
+    #[arg(long, default_value = "all")]
+    optimization: String,
+    /// Largest photo accepted, in pixels.
+    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
+    max_pixels: u64,
+}
+
+/// The scenarios, with LoadGen's semantics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Scenario {
+    /// One sample per query, the next when the previous completes; the p90 matters.
+    SingleStream,
+    /// Eight samples per query; the p99 matters.
+    MultiStream,
+    /// Every sample at once; throughput matters.
+    Offline,
+}
+
+impl Scenario {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scenario::SingleStream => "single-stream",
+            Scenario::MultiStream => "multi-stream",
+            Scenario::Offline => "offline",
+        }
+    }
+
+    fn parse(s: &str) -> anyhow::Result<Scenario> {
+        match s {
+            "single-stream" | "singlestream" => Ok(Scenario::SingleStream),
+            "multi-stream" | "multistream" => Ok(Scenario::MultiStream),
+            "offline" => Ok(Scenario::Offline),
+            "server" => bail!("scenario 'server' is not implemented; available: single-stream, multi-stream, offline"),
+            other => bail!("unknown scenario '{other}'; available: single-stream, multi-stream, offline"),
+        }
+    }
+
+    /// Samples per query.
+    pub fn samples_per_query(self) -> usize {
+        match self {
+            Scenario::MultiStream => 8,
+            _ => 1,
+        }
+    }
+
+    /// The percentile the scenario reports.
+    pub fn tail(self) -> Option<f64> {
+        match self {
+            Scenario::SingleStream => Some(0.9),
+            Scenario::MultiStream => Some(0.99),
+            Scenario::Offline => None,
+        }
+    }
+}
+
+/// One point of the matrix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub backend: BackendKind,
+    pub precision: Precision,
+    pub threads: usize,
+}
+
+impl Config {
+    pub fn id(&self) -> String {
+        format!("{}/{}/{}t", self.backend, self.precision, self.threads)
+    }
+}
+
+/// A configuration the matrix names but cannot run, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Skipped {
+    pub config: String,
+    pub why: String,
+}
+
+/// Latencies of one configuration and column in one scenario.
+pub struct Cell {
+    pub engine: usize,
+    pub column: Column,
+    /// Per query: the total, then each stage (summed over the query's samples).
+    pub totals: Vec<Duration>,
+    pub stages: Vec<Vec<Duration>>,
+}
+
+/// Offline throughput of one configuration and column: samples per second of each pass.
+pub struct Throughput {
+    pub engine: usize,
+    pub column: Column,
+    pub passes: Vec<f64>,
+}
+
+pub enum Measured {
+    Latency {
+        cells: Vec<Cell>,
+        duration: Duration,
+    },
+    Offline {
+        cells: Vec<Throughput>,
+        samples: usize,
+        duration: Duration,
+    },
+}
+
+pub struct ScenarioRun {
+    pub scenario: Scenario,
+    pub minimums: Minimums,
+    pub measured: Measured,
+}
+
+fn parse_backends(names: &[String]) -> anyhow::Result<Vec<BackendKind>> {
+    let mut out = Vec::new();
+    for name in names {
+        match name.parse::<BackendKind>() {
+            Ok(k) if !out.contains(&k) => out.push(k),
+            Ok(_) => {}
+            Err(BackendError::NotCompiled { backend, hint }) => bail!(
+                "backend '{backend}' is not compiled in ({hint}); available: {}",
+                available_backends()
+            ),
+            Err(_) => bail!(
+                "unknown backend '{name}'; available: {}",
+                available_backends()
+            ),
+        }
+    }
+    if out.is_empty() {
+        bail!("no backend given; available: {}", available_backends());
+    }
+    Ok(out)
+}
+
+fn available_backends() -> String {
+    BackendKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn parse_precisions(pack: &Pack, names: &[String]) -> anyhow::Result<Vec<Precision>> {
+    let enc = pack
+        .manifest
+        .image_encoder
+        .as_ref()
+        .with_context(|| format!("pack '{}' has no image encoder", pack.manifest.name))?;
+    let have: Vec<&str> = enc.variants.keys().map(|p| p.as_str()).collect();
+    let mut out = Vec::new();
+    for name in names {
+        let p: Precision = name.parse().map_err(|e: String| {
+            anyhow::anyhow!(
+                "{e}; the pack '{}' has: {}",
+                pack.manifest.name,
+                have.join(", ")
+            )
+        })?;
+        if !enc.variants.contains_key(&p) {
+            if p == Precision::Int8 {
+                bail!(
+                    "pack '{}' has no int8 variant (it has: {}); make one with `dishcam calibrate --pack {} --images DIR`",
+                    pack.manifest.name,
+                    have.join(", "),
+                    pack.manifest.name
+                );
+            }
+            bail!(
+                "pack '{}' has no {p} variant; it has: {}",
+                pack.manifest.name,
+                have.join(", ")
+            );
+        }
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    if out.is_empty() {
+        bail!("no precision given; the pack has: {}", have.join(", "));
+    }
+    Ok(out)
+}
+
+/// Photos from `dir` (sorted by name, at most `limit`), checked to decode; or, without a
+/// folder, a few generated ones written to `scratch`.
+fn photos(
+    dir: Option<&Path>,
+    limit: usize,
+    decode: &DecodeOptions,
+    scratch: &Path,
+) -> anyhow::Result<(Vec<Photo>, String)> {
+    let (dir, what) = match dir {
+        Some(d) => (
+            d.to_path_buf(),
+            format!("{} (first {limit} by name)", d.display()),
+        ),
+        None => {
+            generate_photos(scratch)?;
+            (
+                scratch.to_path_buf(),
+                "8 generated 640x480 JPEG test patterns (not food; pass --images DIR for real photos)".into(),
+            )
+        }
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| {
+            format!(
+                "{}: cannot list the photo folder; check --images",
+                dir.display()
+            )
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .filter(|p| {
+            !p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'))
+        })
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    let mut bad = 0;
+    for path in files {
+        if out.len() >= limit {
+            break;
+        }
+        let name = path.display().to_string();
+        let bytes = std::fs::read(&path).with_context(|| format!("{name}: cannot read"))?;
+        match decode_bytes(&bytes, &name, decode) {
+            Ok(_) => out.push(Photo { name, bytes }),
+            Err(e) => {
+                bad += 1;
+                log::warn!("skipped: {e}");
+            }
+        }
+    }
+    if out.is_empty() {
+        bail!(
+            "{}: no photo there decodes ({bad} files skipped); give --images a folder of JPEG/PNG photos",
+            dir.display()
+        );
+    }
+    Ok((out, what))
+}
+
+/// Eight 640x480 JPEGs of the synthetic scenes (decode cost is real; the content is not food).
+fn generate_photos(dir: &Path) -> anyhow::Result<()> {
+    use dishcam_runtime::source::{render_pattern, SCENES};
+    std::fs::create_dir_all(dir)?;
+    for i in 0..8u32 {
+        let (w, h) = (640u32, 480u32);
+        let mut rgb = vec![0u8; (w * h * 3) as usize];
+        render_pattern(i as u64 * 7, i as u64 % SCENES, w, h, &mut rgb);
+        let img = image::RgbImage::from_raw(w, h, rgb).context("pattern size")?;
+        img.save(dir.join(format!("pattern-{i}.jpg")))
+            .context("writing a generated photo")?;
+    }
+    Ok(())
+}
+
+/// Texts for the with-text path: the dish names, as someone would type them.
+fn texts(labels: &[String]) -> Vec<String> {
+    labels
+        .iter()
+        .map(|l| format!("{} for dinner", l.replace('_', " ")))
+        .collect()
+}
+
+pub fn run(args: &BenchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let started = std::time::SystemTime::now();
+    let scenarios = args
+        .scenario
+        .iter()
+        .map(|s| Scenario::parse(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let kinds = parse_backends(&args.backend)?;
+    let home = Home::from_env()?;
+    let pack = Pack::open(&args.pack, &home)?;
+    let precisions = parse_precisions(&pack, &args.precision)?;
+    let threads = if args.threads.is_empty() {
+        vec![std::thread::available_parallelism().map_or(1, |n| n.get())]
+    } else {
+        args.threads.clone()
+    };
+    if threads.contains(&0) {
+        bail!("--threads: thread counts must be at least 1");
+    }
+    let optimization = args.optimization.parse().map_err(anyhow::Error::msg)?;
+    let decode = DecodeOptions {
+        max_pixels: args.max_pixels,
+    };
+    let scratch = tempfile::tempdir()?;
+    let (photos, photo_source) = photos(
+        args.images.as_deref(),
+        args.samples.max(1),
+        &decode,
+        &scratch.path().join("photos"),
+    )?;
+    let photos = Arc::new(photos);
+    let labels = Arc::new(engine::head_labels(&pack)?);
+    let texts = texts(&labels);
+
+    // The matrix, with what cannot run named and explained.
+    let mut configs = Vec::new();
+    let mut skipped = Vec::new();
+    for &backend in &kinds {
+        for &precision in &precisions {
+            for &t in &threads {
+                let config = Config {
+                    backend,
+                    precision,
+                    threads: t,
+                };
+                if backend == BackendKind::Tract && precision == Precision::Int8 {
+                    skipped.push(Skipped {
+                        config: config.id(),
+                        why: "tract reads only the first scale of per-channel Q/DQ and would compute wrong numbers; int8 runs on onnxruntime".into(),
+                    });
+                } else {
+                    configs.push(config);
+                }
+            }
+        }
+    }
+    if configs.is_empty() {
+        bail!(
+            "nothing to run: {}",
+            skipped
+                .iter()
+                .map(|s| format!("{}: {}", s.config, s.why))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+
+    // Start-up and resident memory in fresh processes, before this one maps the libraries.
+    let startup = if args.no_startup {
+        Vec::new()
+    } else {
+        let progress = |m: &str| {
+            if !quiet {
+                eprintln!("{m}");
+            }
+        };
+        startup::measure(
+            &pack,
+            &args.pack,
+            &configs,
+            &photos[0].name,
+            &home,
+            progress,
+        )?
+    };
+
+    // Backends, each opened once; an unavailable one is an error that says why.
+    let mut backends: Vec<(BackendKind, Box<dyn Backend>)> = Vec::new();
+    for &k in &kinds {
+        if configs.iter().any(|c| c.backend == k) {
+            let b = backend::backend(k).with_context(|| {
+                format!("cannot benchmark {k}; available: {}", available_backends())
+            })?;
+            backends.push((k, b));
+        }
+    }
+    let recipes = match crate::recipes::open_index(&pack, &dishcam_runtime::LoadOptions::default())
+    {
+        Ok(idx) => Some(Arc::new(idx)),
+        Err(e) => {
+            log::warn!("no recipe lookups timed: {e}");
+            None
+        }
+    };
+    let shared = engine::Shared {
+        pack: &pack,
+        labels: labels.clone(),
+        recipes: recipes.clone(),
+        decode,
+        optimization,
+        spinning: args.spinning,
+        first_photo: &photos[0],
+    };
+    let mut engines = Vec::new();
+    for c in &configs {
+        if !quiet {
+            eprintln!("loading {}", c.id());
+        }
+        let b = &backends
+            .iter()
+            .find(|(k, _)| *k == c.backend)
+            .expect("opened above")
+            .1;
+        let e = Engine::load(c.clone(), b.as_ref(), &shared)
+            .with_context(|| format!("loading configuration {}", c.id()))?;
+        engines.push(Arc::new(Mutex::new(e)));
+    }
+
+    let baseline = match &args.baseline {
+        Some(b) => configs.iter().position(|c| &c.id() == b).with_context(|| {
+            format!(
+                "--baseline {b}: no such configuration; the matrix has {}",
+                configs
+                    .iter()
+                    .map(Config::id)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?,
+        None => 0,
+    };
+
+    let sampler = dishcam_board::Sampler::start(
+        dishcam_board::detect(Path::new("/")),
+        Duration::from_millis(500),
+    );
+    let usage_before = startup::self_usage();
+    let t_run = Instant::now();
+    let mut runs = Vec::new();
+    let mut inferences = 0u64;
+    for &scenario in &scenarios {
+        let minimums = minimums(args, scenario);
+        if !quiet {
+            eprintln!(
+                "{}: {} configurations, at least {} {} and {:.0} s",
+                scenario.as_str(),
+                configs.len(),
+                minimums.queries,
+                if scenario == Scenario::Offline {
+                    "passes"
+                } else {
+                    "queries each"
+                },
+                minimums.duration.as_secs_f64()
+            );
+        }
+        let warmup = args.warmup.unwrap_or(if args.quick { 2 } else { 10 });
+        let measured = match scenario {
+            Scenario::Offline => offline(&engines, &photos, decode, &minimums)?,
+            _ => latency(scenario, &engines, &photos, &texts, &minimums, warmup)?,
+        };
+        inferences += match &measured {
+            Measured::Latency { cells, .. } => cells
+                .iter()
+                .map(|c| (c.totals.len() * scenario.samples_per_query()) as u64)
+                .sum::<u64>(),
+            Measured::Offline { cells, samples, .. } => cells
+                .iter()
+                .map(|c| (c.passes.len() * samples) as u64)
+                .sum::<u64>(),
+        };
+        runs.push(ScenarioRun {
+            scenario,
+            minimums,
+            measured,
+        });
+    }
+    let wall = t_run.elapsed();
+    let usage_after = startup::self_usage();
+    let board_unavailable = sampler.unavailable();
+    let board = sampler.stop();
+
+    let engines: Vec<Engine> = engines
+        .into_iter()
+        .map(|e| {
+            Arc::try_unwrap(e)
+                .ok()
+                .and_then(|m| m.into_inner().ok())
+                .expect("the pipelines have stopped")
+        })
+        .collect();
+    let report = report::Report {
+        started,
+        pack: &pack,
+        photo_source,
+        photos: photos.len(),
+        configs: &configs,
+        skipped: &skipped,
+        engines: &engines,
+        baseline,
+        runs: &runs,
+        startup: &startup,
+        wall,
+        cpu_seconds: usage_after.cpu_seconds - usage_before.cpu_seconds,
+        peak_rss_mb: startup::peak_rss_mb(),
+        board: &board,
+        board_unavailable: &board_unavailable,
+        inferences,
+        quick: args.quick,
+    };
+    let json = report.json();
+    let markdown = report.markdown();
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create the report folder", dir.display()))?;
+        let mut text = serde_json::to_string_pretty(&json)?;
+        text.push('\n');
+        write_atomic(&dir.join("bench.json"), text.as_bytes())?;
+        write_atomic(&dir.join("bench.md"), markdown.as_bytes())?;
+        for (name, svg) in plot::all(&report)? {
+            write_atomic(&dir.join(name), svg.as_bytes())?;
+        }
+        if !quiet {
+            eprintln!("wrote {}", dir.display());
+        }
+    }
+    if args.json {
+        crate::print_json(&json);
+    } else {
+        print!("{markdown}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn minimums(args: &BenchArgs, scenario: Scenario) -> Minimums {
+    let (queries, secs) = match (scenario, args.quick) {
+        (Scenario::Offline, true) => (1, 0.0),
+        (Scenario::Offline, false) => (3, 60.0),
+        (Scenario::MultiStream, true) => (16, 2.0),
+        (Scenario::SingleStream, true) => (64, 2.0),
+        (Scenario::SingleStream, false) => (1024, 60.0),
+        (Scenario::MultiStream, false) => (270, 60.0),
+    };
+    Minimums {
+        queries: args.min_queries.unwrap_or(queries).max(1),
+        duration: Duration::from_secs_f64(args.min_duration.unwrap_or(secs).max(0.0)),
+        tail: scenario.tail(),
+        confidence: 0.99,
+    }
+}
+
+/// Single- and multi-stream: one query per configuration and column in turn, until every one
+/// has its minimum queries and the run its minimum duration.
+fn latency(
+    scenario: Scenario,
+    engines: &[Arc<Mutex<Engine>>],
+    photos: &[Photo],
+    texts: &[String],
+    min: &Minimums,
+    warmup: usize,
+) -> anyhow::Result<Measured> {
+    let mut cells = Vec::new();
+    for (i, e) in engines.iter().enumerate() {
+        let e = e.lock().expect("not poisoned");
+        for column in Column::ALL {
+            if e.has(column) {
+                cells.push(Cell {
+                    engine: i,
+                    column,
+                    totals: Vec::new(),
+                    stages: vec![Vec::new(); column.stages().len()],
+                });
+            }
+        }
+    }
+    let per_query = scenario.samples_per_query();
+    let mut times: StageTimes = Default::default();
+    let mut query = |cell: &mut Cell, first: usize, record: bool| -> anyhow::Result<()> {
+        let mut e = engines[cell.engine].lock().expect("not poisoned");
+        let mut sums: StageTimes = Default::default();
+        let t0 = Instant::now();
+        for k in 0..per_query {
+            let n = first + k;
+            e.run(
+                cell.column,
+                &photos[n % photos.len()],
+                &texts[n % texts.len()],
+                n as u64,
+                &mut times,
+            )?;
+            for (s, t) in sums.iter_mut().zip(&times) {
+                *s += *t;
+            }
+        }
+        let total = t0.elapsed();
+        if record {
+            cell.totals.push(total);
+            for (v, t) in cell.stages.iter_mut().zip(&sums) {
+                v.push(*t);
+            }
+        }
+        Ok(())
+    };
+    for w in 0..warmup {
+        for cell in cells.iter_mut() {
+            query(cell, w * per_query, false)?;
+        }
+    }
+    let start = Instant::now();
+    let mut n = 0;
+    loop {
+        for cell in cells.iter_mut() {
+            query(cell, n, true)?;
+        }
+        n += per_query;
+        if start.elapsed() >= min.duration && cells.iter().all(|c| c.totals.len() >= min.queries) {
+            break;
+        }
+    }
+    Ok(Measured::Latency {
+        cells,
+        duration: start.elapsed(),
+    })
+}
+
+/// Offline: every photo, as fast as it goes, per configuration: through the pipelined runtime
+/// (decode on the capture thread while the encoder runs), through the naive sequential loop,
+/// and the bare encoder alone (the ceiling). Passes interleave configurations.
+fn offline(
+    engines: &[Arc<Mutex<Engine>>],
+    photos: &Arc<Vec<Photo>>,
+    decode: DecodeOptions,
+    min: &Minimums,
+) -> anyhow::Result<Measured> {
+    let mut cells = Vec::new();
+    for (i, e) in engines.iter().enumerate() {
+        let e = e.lock().expect("not poisoned");
+        for column in [Column::Pipeline, Column::Naive, Column::Bare] {
+            if e.has(column) {
+                cells.push(Throughput {
+                    engine: i,
+                    column,
+                    passes: Vec::new(),
+                });
+            }
+        }
+    }
+    let n = photos.len();
+    let start = Instant::now();
+    let mut times: StageTimes = Default::default();
+    loop {
+        for cell in cells.iter_mut() {
+            let engine = &engines[cell.engine];
+            let t0 = Instant::now();
+            match cell.column {
+                Column::Pipeline => {
+                    let source = Box::new(engine::MemorySource::new(photos.clone(), decode));
+                    let config = PipelineConfig {
+                        backpressure: true,
+                        ..PipelineConfig::default()
+                    };
+                    let p = Pipeline::start(source, Box::new(SharedEngine(engine.clone())), config)
+                        .map_err(anyhow::Error::msg)?;
+                    let mut done = 0;
+                    while p.recv().is_some() {
+                        done += 1;
+                    }
+                    let counts = p.stop().map_err(anyhow::Error::msg)?;
+                    if done != n || counts.source_errors > 0 {
+                        bail!(
+                            "offline pipeline classified {done} of {n} photos ({} source errors)",
+                            counts.source_errors
+                        );
+                    }
+                }
+                Column::Naive => {
+                    let mut e = engine.lock().expect("not poisoned");
+                    for (i, photo) in photos.iter().enumerate() {
+                        e.run(Column::Naive, photo, "", i as u64, &mut times)?;
+                    }
+                }
+                Column::Bare => engine.lock().expect("not poisoned").bare_runs(n)?,
+                Column::PipelineText => unreachable!("not an offline column"),
+            }
+            cell.passes.push(n as f64 / t0.elapsed().as_secs_f64());
+        }
+        if start.elapsed() >= min.duration && cells.iter().all(|c| c.passes.len() >= min.queries) {
+            break;
+        }
+    }
+    Ok(Measured::Offline {
+        cells,
+        samples: n,
+        duration: start.elapsed(),
+    })
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("{}: cannot write here", dir.display()))?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)
+        .with_context(|| format!("{}: cannot write", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,673 @@
+//! The bench report: statistics per configuration and column, the goals as ratios from the
+//! same run, as JSON (schema `dishcam.bench/1`) and Markdown.
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+use dishcam_board::{Summary, Unavailable};
+use dishcam_models::Pack;
+use dishcam_runtime::backend::BackendKind;
+use dishcam_runtime::bench::{early_stopping_estimate, percentile, Verdict};
+use serde_json::{json, Value};
+
+use super::engine::{Column, Engine};
+use super::startup::Startup;
+use super::{Cell, Config, Measured, Scenario, ScenarioRun, Skipped, Throughput};
+
+pub struct Report<'a> {
+    pub started: SystemTime,
+    pub pack: &'a Pack,
+    pub photo_source: String,
+    pub photos: usize,
+    pub configs: &'a [Config],
+    pub skipped: &'a [Skipped],
+    pub engines: &'a [Engine],
+    pub baseline: usize,
+    pub runs: &'a [ScenarioRun],
+    pub startup: &'a [Startup],
+    pub wall: Duration,
+    pub cpu_seconds: f64,
+    pub peak_rss_mb: Option<f64>,
+    pub board: &'a Summary,
+    pub board_unavailable: &'a [Unavailable],
+    pub inferences: u64,
+    pub quick: bool,
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// Statistics of one latency cell.
+pub struct CellStats {
+    pub queries: usize,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub mean: f64,
+    /// The scenario's percentile and its early-stopping estimate.
+    pub tail: f64,
+    pub tail_ms: f64,
+    pub early_stopping_ms: Option<f64>,
+    pub stages: Vec<StageStats>,
+}
+
+pub struct StageStats {
+    pub name: &'static str,
+    pub p50: f64,
+    pub p90: f64,
+    pub mean: f64,
+    /// Mean share of the stage in the queries around the p90 (nearest ranks 87.5-92.5 %).
+    pub share_of_p90: f64,
+}
+
+pub fn cell_stats(cell: &Cell, scenario: Scenario) -> CellStats {
+    let mut sorted = cell.totals.clone();
+    sorted.sort_unstable();
+    let pct = |p: f64| percentile(&sorted, p).map_or(0.0, ms);
+    let tail = scenario.tail().unwrap_or(0.9);
+    let n = sorted.len();
+    // The queries whose total ranks around the p90: their mean stage split is the p90's.
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| cell.totals[i]);
+    let lo = ((0.875 * n as f64).floor() as usize).min(n.saturating_sub(1));
+    let hi = ((0.925 * n as f64).ceil() as usize).clamp(lo + 1, n.max(1));
+    let around: &[usize] = if n == 0 { &[] } else { &order[lo..hi] };
+    let around_total: f64 = around.iter().map(|&i| cell.totals[i].as_secs_f64()).sum();
+    let stages = cell
+        .column
+        .stages()
+        .iter()
+        .zip(&cell.stages)
+        .map(|(name, v)| {
+            let mut s = v.clone();
+            s.sort_unstable();
+            let part: f64 = around.iter().map(|&i| v[i].as_secs_f64()).sum();
+            StageStats {
+                name,
+                p50: percentile(&s, 0.5).map_or(0.0, ms),
+                p90: percentile(&s, 0.9).map_or(0.0, ms),
+                mean: if s.is_empty() {
+                    0.0
+                } else {
+                    ms(s.iter().sum::<Duration>() / s.len() as u32)
+                },
+                share_of_p90: if around_total > 0.0 {
+                    part / around_total
+                } else {
+                    0.0
+                },
+            }
+        })
+        .collect();
+    CellStats {
+        queries: n,
+        p50: pct(0.5),
+        p90: pct(0.9),
+        p99: pct(0.99),
+        max: sorted.last().map_or(0.0, |d| ms(*d)),
+        mean: if n == 0 {
+            0.0
+        } else {
+            ms(sorted.iter().sum::<Duration>() / n as u32)
+        },
+        tail,
+        tail_ms: pct(tail),
+        early_stopping_ms: early_stopping_estimate(&sorted, tail, 0.99).map(ms),
+        stages,
+    }
+}
+
+/// The per-frame path of a pipeline query: everything after decoding (the frame is in memory).
+fn per_frame(cell: &Cell) -> Vec<Duration> {
+    let decode = &cell.stages[0];
+    let mut v: Vec<Duration> = cell
+        .totals
+        .iter()
+        .zip(decode)
+        .map(|(t, d)| t.saturating_sub(*d))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s.get(s.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// One goal, measured.
+pub struct Goal {
+    pub goal: &'static str,
+    pub config: String,
+    pub measured: f64,
+    pub unit: &'static str,
+    pub target: f64,
+    /// True when lower is better.
+    pub at_most: bool,
+    pub detail: String,
+}
+
+impl Goal {
+    pub fn met(&self) -> bool {
+        if self.at_most {
+            self.measured <= self.target
+        } else {
+            self.measured >= self.target
+        }
+    }
+}
+
+impl Report<'_> {
+    fn latency_cells(&self, scenario: Scenario) -> Option<&[Cell]> {
+        self.runs.iter().find_map(|r| match &r.measured {
+            Measured::Latency { cells, .. } if r.scenario == scenario => Some(cells.as_slice()),
+            _ => None,
+        })
+    }
+
+    fn offline_cells(&self) -> Option<&[Throughput]> {
+        self.runs.iter().find_map(|r| match &r.measured {
+            Measured::Offline { cells, .. } => Some(cells.as_slice()),
+            _ => None,
+        })
+    }
+
+    /// The goals of the benchmark issue, for every onnxruntime configuration measured.
+    pub fn goals(&self) -> Vec<Goal> {
+        let mut out = Vec::new();
+        for (i, c) in self.configs.iter().enumerate() {
+            if c.backend != BackendKind::Onnxruntime {
+                continue;
+            }
+            let id = c.id();
+            if let Some(cells) = self.latency_cells(Scenario::SingleStream) {
+                let find = |col| cells.iter().find(|x| x.engine == i && x.column == col);
+                if let (Some(p), Some(b)) = (find(Column::Pipeline), find(Column::Bare)) {
+                    let mut bare = b.totals.clone();
+                    bare.sort_unstable();
+                    let (frame90, bare90) = (
+                        percentile(&per_frame(p), 0.9).map_or(0.0, ms),
+                        percentile(&bare, 0.9).map_or(0.0, ms),
+                    );
+                    out.push(Goal {
+                        goal: "per-frame path p90 / bare encoder session p90",
+                        config: id.clone(),
+                        measured: frame90 / bare90,
+                        unit: "x",
+                        target: 1.15,
+                        at_most: true,
+                        detail: format!("{frame90:.2} ms / {bare90:.2} ms"),
+                    });
+                    let mut enc = p.stages[2].clone();
+                    enc.sort_unstable();
+                    let (enc50, bare50) = (
+                        percentile(&enc, 0.5).map_or(0.0, ms),
+                        percentile(&bare, 0.5).map_or(0.0, ms),
+                    );
+                    out.push(Goal {
+                        goal: "our encoder call p50 / bare session p50",
+                        config: id.clone(),
+                        measured: enc50 / bare50,
+                        unit: "x",
+                        target: 1.05,
+                        at_most: true,
+                        detail: format!("{enc50:.2} ms / {bare50:.2} ms"),
+                    });
+                }
+            }
+            if let Some(cells) = self.offline_cells() {
+                let find = |col| {
+                    cells
+                        .iter()
+                        .find(|x| x.engine == i && x.column == col)
+                        .map(|x| median(&x.passes))
+                };
+                if let (Some(p), Some(n)) = (find(Column::Pipeline), find(Column::Naive)) {
+                    out.push(Goal {
+                        goal: "offline throughput: pipeline / naive loop",
+                        config: id.clone(),
+                        measured: p / n,
+                        unit: "x",
+                        target: 1.5,
+                        at_most: false,
+                        detail: format!("{p:.1} / {n:.1} samples/s"),
+                    });
+                }
+            }
+            if let Some(s) = self
+                .startup
+                .iter()
+                .find(|s| s.config == id && s.error.is_none())
+            {
+                if let Some(rss) = s.peak_rss_mb {
+                    out.push(Goal {
+                        goal: "resident memory, `dishcam classify` with the pack loaded",
+                        config: id.clone(),
+                        measured: rss,
+                        unit: "MiB",
+                        target: 150.0,
+                        at_most: true,
+                        detail: "peak RSS of the child process".into(),
+                    });
+                }
+                for (what, v) in [("cold", s.cold_ms), ("warm", s.warm_ms)] {
+                    if let Some(v) = v {
+                        out.push(Goal {
+                            goal: if what == "cold" {
+                                "process start to first answer, cold file cache"
+                            } else {
+                                "process start to first answer, warm file cache"
+                            },
+                            config: id.clone(),
+                            measured: v,
+                            unit: "ms",
+                            target: 500.0,
+                            at_most: true,
+                            detail: format!("`dishcam classify`, {what}"),
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub fn json(&self) -> Value {
+        let mut scenarios = Vec::new();
+        for run in self.runs {
+            let mut v = json!({
+                "scenario": run.scenario.as_str(),
+                "minimums": {
+                    "queries": run.minimums.queries,
+                    "duration_s": run.minimums.duration.as_secs_f64(),
+                    "confidence": run.minimums.confidence,
+                },
+            });
+            match &run.measured {
+                Measured::Latency { cells, duration } => {
+                    v["duration_s"] = json!(duration.as_secs_f64());
+                    v["samples_per_query"] = json!(run.scenario.samples_per_query());
+                    v["cells"] = cells
+                        .iter()
+                        .map(|c| self.cell_json(c, run, *duration, cells))
+                        .collect();
+                }
+                Measured::Offline {
+                    cells,
+                    samples,
+                    duration,
+                } => {
+                    v["duration_s"] = json!(duration.as_secs_f64());
+                    v["samples"] = json!(samples);
+                    let base = |col| {
+                        cells
+                            .iter()
+                            .find(|x| x.engine == self.baseline && x.column == col)
+                            .map(|x| median(&x.passes))
+                    };
+                    v["cells"] = cells
+                        .iter()
+                        .map(|c| {
+                            let m = median(&c.passes);
+                            let naive = cells
+                                .iter()
+                                .find(|x| x.engine == c.engine && x.column == Column::Naive)
+                                .map(|x| median(&x.passes));
+                            json!({
+                                "config": self.configs[c.engine].id(),
+                                "column": c.column.as_str(),
+                                "passes": c.passes.len(),
+                                "samples_per_s": m,
+                                "passes_samples_per_s": c.passes,
+                                "ratio_to_naive": naive.map(|n| m / n),
+                                "ratio_to_baseline": base(c.column).map(|b| m / b),
+                                "verdict": Verdict::of(c.passes.len(), *duration, &run.minimums),
+                            })
+                        })
+                        .collect();
+                }
+            }
+            scenarios.push(v);
+        }
+        let goals: Vec<Value> = self
+            .goals()
+            .iter()
+            .map(|g| {
+                json!({
+                    "goal": g.goal, "config": g.config, "measured": g.measured, "unit": g.unit,
+                    "target": g.target, "at_most": g.at_most, "met": g.met(), "detail": g.detail,
+                })
+            })
+            .collect();
+        json!({
+            "schema": "dishcam.bench/1",
+            "started_unix_s": self.started.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            "dishcam_version": env!("CARGO_PKG_VERSION"),
+            "quick": self.quick,
+            "machine": machine(),
+            "pack": {"name": self.pack.manifest.name, "manifest_sha256": self.pack.manifest_sha256},
+            "photos": {"source": self.photo_source, "count": self.photos},
+            "configs": self.configs.iter().zip(self.engines).map(|(c, e)| json!({
+                "id": c.id(), "backend": c.backend.as_str(), "precision": c.precision.as_str(),
+                "threads": c.threads, "load_ms": e.load_ms,
+                "missing_columns": Column::ALL.iter().filter_map(|&col| e.missing(col).map(|why| json!({"column": col.as_str(), "why": why}))).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "skipped": self.skipped,
+            "baseline": self.configs[self.baseline].id(),
+            "scenarios": scenarios,
+            "goals": goals,
+            "startup": self.startup,
+            "telemetry": {
+                "wall_s": self.wall.as_secs_f64(),
+                "cpu_utilisation": self.cpu_utilisation(),
+                "peak_rss_mb_all_configs_loaded": self.peak_rss_mb,
+                "inferences": self.inferences,
+                "board": self.board,
+                "energy_per_inference_mj": self.board.energy_mj.map(|e| e / self.inferences.max(1) as f64),
+                "unavailable": self.board_unavailable,
+            },
+        })
+    }
+
+    fn cell_json(&self, c: &Cell, run: &ScenarioRun, duration: Duration, cells: &[Cell]) -> Value {
+        let s = cell_stats(c, run.scenario);
+        let base = cells
+            .iter()
+            .find(|x| x.engine == self.baseline && x.column == c.column)
+            .map(|x| cell_stats(x, run.scenario).tail_ms);
+        json!({
+            "config": self.configs[c.engine].id(),
+            "column": c.column.as_str(),
+            "queries": s.queries,
+            "latency_ms": {"p50": s.p50, "p90": s.p90, "p99": s.p99, "max": s.max, "mean": s.mean},
+            "tail": {"percentile": s.tail, "ms": s.tail_ms, "early_stopping_ms": s.early_stopping_ms},
+            "ratio_to_baseline": base.map(|b| s.tail_ms / b),
+            "stages": s.stages.iter().map(|st| json!({
+                "name": st.name, "p50_ms": st.p50, "p90_ms": st.p90, "mean_ms": st.mean,
+                "share_of_p90": st.share_of_p90,
+            })).collect::<Vec<_>>(),
+            "verdict": Verdict::of(s.queries, duration, &run.minimums),
+        })
+    }
+
+    fn cpu_utilisation(&self) -> f64 {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        self.cpu_seconds / self.wall.as_secs_f64().max(1e-9) / cores
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        let m = machine();
+        let _ = writeln!(md, "# dishcam bench\n");
+        let _ = writeln!(
+            md,
+            "- machine: {} ({} cores), {}",
+            m["cpu"].as_str().unwrap_or("?"),
+            m["cores"],
+            m["os"].as_str().unwrap_or("?")
+        );
+        let _ = writeln!(
+            md,
+            "- pack `{}` (manifest {}), {} photos: {}",
+            self.pack.manifest.name,
+            &self.pack.manifest_sha256[..12.min(self.pack.manifest_sha256.len())],
+            self.photos,
+            self.photo_source
+        );
+        let _ = writeln!(
+            md,
+            "- ratios are against `{}`; every configuration and column ran interleaved, one query each in turn",
+            self.configs[self.baseline].id()
+        );
+        if self.quick {
+            let _ = writeln!(
+                md,
+                "- **quick run** (`--quick`): too few queries for valid tail estimates; numbers are indicative only"
+            );
+        }
+        for s in self.skipped {
+            let _ = writeln!(md, "- skipped `{}`: {}", s.config, s.why);
+        }
+        for (c, e) in self.configs.iter().zip(self.engines) {
+            for col in Column::ALL {
+                if let Some(why) = e.missing(col) {
+                    let _ = writeln!(md, "- `{}` has no {} column: {why}", c.id(), col.as_str());
+                }
+            }
+        }
+
+        let goals = self.goals();
+        if !goals.is_empty() {
+            let _ = writeln!(md, "\n## Goals (same run)\n");
+            let _ = writeln!(
+                md,
+                "| goal | configuration | measured | target | met | detail |"
+            );
+            let _ = writeln!(md, "|---|---|---:|---:|:---:|---|");
+            for g in &goals {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {:.2} {} | {} {} {} | {} | {} |",
+                    g.goal,
+                    g.config,
+                    g.measured,
+                    g.unit,
+                    if g.at_most { "<=" } else { ">=" },
+                    g.target,
+                    g.unit,
+                    if g.met() { "yes" } else { "**no**" },
+                    g.detail
+                );
+            }
+        }
+
+        for run in self.runs {
+            let _ = writeln!(md, "\n## {}\n", run.scenario.as_str());
+            match &run.measured {
+                Measured::Latency { cells, duration } => {
+                    let tail = run.scenario.tail().unwrap_or(0.9) * 100.0;
+                    let _ = writeln!(
+                        md,
+                        "{} samples per query; {:.1} s; minimums: {} queries, {:.0} s.\n",
+                        run.scenario.samples_per_query(),
+                        duration.as_secs_f64(),
+                        run.minimums.queries,
+                        run.minimums.duration.as_secs_f64()
+                    );
+                    let _ = writeln!(
+                        md,
+                        "| configuration | column | queries | p50 ms | p90 ms | p99 ms | max ms | p{tail:.0} early-stop ms | p{tail:.0} vs baseline | verdict |"
+                    );
+                    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
+                    for c in cells.iter() {
+                        let s = cell_stats(c, run.scenario);
+                        let base = cells
+                            .iter()
+                            .find(|x| x.engine == self.baseline && x.column == c.column)
+                            .map(|x| cell_stats(x, run.scenario).tail_ms);
+                        let v = Verdict::of(s.queries, *duration, &run.minimums);
+                        let _ = writeln!(
+                            md,
+                            "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {}{} |",
+                            self.configs[c.engine].id(),
+                            c.column.as_str(),
+                            s.queries,
+                            s.p50,
+                            s.p90,
+                            s.p99,
+                            s.max,
+                            s.early_stopping_ms
+                                .map_or("-".into(), |v| format!("{v:.2}")),
+                            base.map_or("-".into(), |b| format!("{:.2}x", s.tail_ms / b)),
+                            v.label(),
+                            if v.valid {
+                                String::new()
+                            } else {
+                                format!(": {}", v.unmet.join("; "))
+                            }
+                        );
+                    }
+                    let _ = writeln!(
+                        md,
+                        "\nStage shares of the p{tail:.0} (mean split of the queries ranked around it), ms are stage medians:\n"
+                    );
+                    for column in [Column::Pipeline, Column::PipelineText, Column::Naive] {
+                        let rows: Vec<&Cell> =
+                            cells.iter().filter(|c| c.column == column).collect();
+                        if rows.is_empty() {
+                            continue;
+                        }
+                        let names = column.stages();
+                        let _ = writeln!(md, "| {} | {} |", column.as_str(), names.join(" | "));
+                        let _ = writeln!(md, "|---|{}", "---:|".repeat(names.len()));
+                        for c in rows {
+                            let s = cell_stats(c, run.scenario);
+                            let parts: Vec<String> = s
+                                .stages
+                                .iter()
+                                .map(|st| {
+                                    format!("{:.0} % ({:.2})", st.share_of_p90 * 100.0, st.p50)
+                                })
+                                .collect();
+                            let _ = writeln!(
+                                md,
+                                "| {} | {} |",
+                                self.configs[c.engine].id(),
+                                parts.join(" | ")
+                            );
+                        }
+                        md.push('\n');
+                    }
+                }
+                Measured::Offline {
+                    cells,
+                    samples,
+                    duration,
+                } => {
+                    let _ = writeln!(
+                        md,
+                        "{samples} photos per pass, decoded from memory; {:.1} s. pipeline = the pipelined runtime (decode on the capture thread while the encoder runs); naive = the sequential loop; bare = the encoder alone on a prepared input (the ceiling).\n",
+                        duration.as_secs_f64()
+                    );
+                    let _ = writeln!(
+                        md,
+                        "| configuration | column | passes | samples/s (median) | vs naive | vs baseline | verdict |"
+                    );
+                    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---|");
+                    for c in cells.iter() {
+                        let m = median(&c.passes);
+                        let naive = cells
+                            .iter()
+                            .find(|x| x.engine == c.engine && x.column == Column::Naive)
+                            .map(|x| median(&x.passes));
+                        let base = cells
+                            .iter()
+                            .find(|x| x.engine == self.baseline && x.column == c.column)
+                            .map(|x| median(&x.passes));
+                        let v = Verdict::of(c.passes.len(), *duration, &run.minimums);
+                        let _ = writeln!(
+                            md,
+                            "| {} | {} | {} | {:.1} | {} | {} | {}{} |",
+                            self.configs[c.engine].id(),
+                            c.column.as_str(),
+                            c.passes.len(),
+                            m,
+                            naive.map_or("-".into(), |n| format!("{:.2}x", m / n)),
+                            base.map_or("-".into(), |b| format!("{:.2}x", m / b)),
+                            v.label(),
+                            if v.valid {
+                                String::new()
+                            } else {
+                                format!(": {}", v.unmet.join("; "))
+                            }
+                        );
+                    }
+                }
+            }
+        }
+
+        if !self.startup.is_empty() {
+            let _ = writeln!(md, "\n## Start-up and memory\n");
+            let _ = writeln!(
+                md,
+                "`dishcam classify PHOTO` in a child process, spawn to first line of output; cold = the executable (a copy), the onnxruntime library, the pack and the photo evicted from the file cache first; warm = median of 3.\n"
+            );
+            let _ = writeln!(
+                md,
+                "| configuration | cold ms | warm ms | peak RSS MiB | note |"
+            );
+            let _ = writeln!(md, "|---|---:|---:|---:|---|");
+            for s in self.startup {
+                let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {} |",
+                    s.config,
+                    f(s.cold_ms),
+                    f(s.warm_ms),
+                    s.peak_rss_mb.map_or("-".into(), |v| format!("{v:.1}")),
+                    s.error
+                        .clone()
+                        .unwrap_or_else(|| format!("{} files evicted", s.evicted_files))
+                );
+            }
+        }
+
+        let _ = writeln!(md, "\n## Telemetry\n");
+        let _ = writeln!(
+            md,
+            "- run: {:.1} s wall, CPU utilisation {:.0} % of all cores, {} inferences",
+            self.wall.as_secs_f64(),
+            self.cpu_utilisation() * 100.0,
+            self.inferences
+        );
+        if let Some(rss) = self.peak_rss_mb {
+            let _ = writeln!(
+                md,
+                "- peak RSS of the bench process (every configuration loaded at once): {rss:.0} MiB"
+            );
+        }
+        match (self.board.mean_power_mw, self.board.energy_mj) {
+            (Some(p), Some(e)) => {
+                let _ = writeln!(
+                    md,
+                    "- board power {:.0} mW mean, energy {:.1} mJ per inference (all configurations together)",
+                    p,
+                    e / self.inferences.max(1) as f64
+                );
+            }
+            _ => {
+                let _ = writeln!(md, "- power and energy: not readable here");
+            }
+        }
+        for u in self.board_unavailable {
+            let _ = writeln!(md, "- not read: {}: {}", u.what, u.why);
+        }
+        md
+    }
+}
+
+/// CPU model, cores and kernel of this machine.
+pub fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let os = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| format!("Linux {}", s.trim()))
+        .unwrap_or_else(|_| std::env::consts::OS.to_string());
+    json!({
+        "cpu": cpu,
+        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "os": os,
+        "arch": std::env::consts::ARCH,
+    })
+}
