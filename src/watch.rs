@@ -23,6 +23,8 @@ use serde_json::json;
 
 use crate::{print_json, EngineArgs};
 
+mod text_context;
+
 #[derive(Args)]
 pub struct WatchArgs {
     /// Frame source: synthetic://?fps=30&size=640x480, file://photo.jpg, dir://DIR (or
@@ -42,8 +44,13 @@ pub struct WatchArgs {
     #[arg(long, default_value_t = 2.0)]
     pub stats_every: f64,
     /// Text fused with every frame by the pack's fusion head (e.g. a meal plan).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "text_from")]
     pub text: Option<String>,
+    /// Read the text context from FILE (followed as it grows, like `tail -f`) or `-` (stdin):
+    /// each new line replaces the context and is fused with the frames that follow; an empty
+    /// line clears it (image only). Until the first line, frames are classified image only.
+    #[arg(long, value_name = "FILE|-")]
+    pub text_from: Option<String>,
     /// Head to classify with (default: the pack's default image head, or its fusion head
     /// with --text).
     #[arg(long)]
@@ -97,6 +104,25 @@ pub fn run(args: &WatchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         Some(t) => Some(TextEncoder::load(&pack, backend.as_ref(), &opts)?.encode(t)?),
         None => None,
     };
+    // --text-from: the fusion head beside the image head, and a thread that encodes each line.
+    let live_text = match &args.text_from {
+        Some(from) => {
+            let fusion = crate::classify::pick_head(&pack, None, true)?;
+            let fusion_labels = read_labels(&pack, fusion)?;
+            if fusion_labels != labels {
+                anyhow::bail!(
+                    "--text-from: fusion head '{}' and image head '{}' name different classes; pick heads with the same labels (--head)",
+                    fusion.name,
+                    head.name
+                );
+            }
+            let fused = Classifier::load(&pack, fusion, backend.as_ref(), &opts)?;
+            let encoder = TextEncoder::load(&pack, backend.as_ref(), &opts)?;
+            let updates = text_context::follow(from, encoder, args.json)?;
+            Some((fused, fusion.temperature, updates))
+        }
+        None => None,
+    };
     let recipes = crate::recipes::open_index(&pack, &opts).ok();
     let source_opts = SourceOptions {
         width: args.width,
@@ -133,6 +159,16 @@ pub fn run(args: &WatchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         classes: labels.len(),
         text,
     };
+    let frame_classifier: Box<dyn FrameClassifier> = match live_text {
+        Some((fused, temperature, updates)) => Box::new(text_context::LiveText {
+            inner: frame_classifier,
+            fused,
+            temperature,
+            updates,
+            text: None,
+        }),
+        None => Box::new(frame_classifier),
+    };
     let frame_classifier: Box<dyn FrameClassifier> = match &args.save_frames {
         Some(dir) => {
             std::fs::create_dir_all(dir)
@@ -144,7 +180,7 @@ pub fn run(args: &WatchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
                 saved: 0,
             })
         }
-        None => Box::new(frame_classifier),
+        None => frame_classifier,
     };
     let pipeline = Pipeline::start(src, frame_classifier, config).map_err(anyhow::Error::msg)?;
     // Board telemetry (CPU, memory, power and temperatures where readable) beside the stats.

@@ -502,3 +502,77 @@ fn watch_ends_cleanly_on_ctrl_c_with_a_summary() {
     assert!(summary["counts"]["classified"].as_u64().unwrap() > 0);
     assert!(summary["telemetry"]["peak_rss_mb"].as_f64().unwrap() > 0.0);
 }
+
+/// `watch --text-from FILE` follows the file: each appended line replaces the text context, and
+/// the frames after it are fused with it (a test pattern is not food, so the text decides).
+#[test]
+fn watch_text_from_a_growing_file_replaces_the_context() {
+    use std::io::Write;
+    lite_pack();
+    let dir = tempfile::tempdir().unwrap();
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(&notes, "ramen tonight\n").unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_dishcam"))
+        .args([
+            "watch",
+            "synthetic://?fps=30&size=160x120",
+            "--max-frames",
+            "240",
+            "--gate",
+            "0",
+            "--json",
+            "--stats-every",
+            "0",
+            "--text-from",
+            notes.to_str().unwrap(),
+        ])
+        .env("DISHCAM_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(3000));
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&notes)
+        .unwrap();
+    // Written in two parts: the reader waits for the end of the line.
+    f.write_all(b"apple ").unwrap();
+    f.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    f.write_all(b"pie for dessert\n").unwrap();
+    drop(f);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let contexts: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["type"] == "context")
+        .map(|l| l["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(contexts, ["ramen tonight", "apple pie for dessert"]);
+    // The dish named by the last event after each context line.
+    let after = |text: &str| {
+        let start = lines.iter().position(|l| l["text"] == text).unwrap();
+        lines[start..]
+            .iter()
+            .skip(1)
+            .take_while(|l| l["type"] != "context")
+            .filter(|l| l["type"] == "event" && !l["dish"].is_null())
+            .last()
+            .map(|l| l["dish"].as_str().unwrap().to_string())
+    };
+    assert_eq!(
+        after("ramen tonight").as_deref(),
+        Some("ramen"),
+        "{lines:?}"
+    );
+    assert_eq!(
+        after("apple pie for dessert").as_deref(),
+        Some("apple_pie"),
+        "{lines:?}"
+    );
+}

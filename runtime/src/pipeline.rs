@@ -36,6 +36,18 @@ pub trait FrameClassifier: Send {
     fn classify(&mut self, probs: &mut [f32]) -> Result<(), String>;
 }
 
+impl<C: FrameClassifier + ?Sized> FrameClassifier for Box<C> {
+    fn classes(&self) -> usize {
+        (**self).classes()
+    }
+    fn preprocess(&mut self, frame: &Frame) -> Result<(), String> {
+        (**self).preprocess(frame)
+    }
+    fn classify(&mut self, probs: &mut [f32]) -> Result<(), String> {
+        (**self).classify(probs)
+    }
+}
+
 /// Pipeline settings.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {

@@ -41,10 +41,11 @@ pub struct BenchArgs {
     /// Intra-op thread counts to compare (default: every core).
     #[arg(long, value_delimiter = ',')]
     threads: Vec<usize>,
-    /// Folder of photos to feed (decoded from memory each query); default: generated ones.
+    /// Folder of photos to feed, subfolders included (decoded from memory each query); default:
+    /// generated ones.
     #[arg(long)]
     images: Option<PathBuf>,
-    /// Use at most this many photos of --images (sorted by name).
+    /// Use at most this many photos of --images, evenly spaced over their sorted paths.
     #[arg(long, default_value_t = 200)]
     samples: usize,
     /// Minimum queries per configuration and column (single-stream default 1024, multi-stream
@@ -270,7 +271,7 @@ fn photos(
     let (dir, what) = match dir {
         Some(d) => (
             d.to_path_buf(),
-            format!("{} (first {limit} by name)", d.display()),
+            format!("{} (up to {limit}, evenly spaced by path)", d.display()),
         ),
         None => {
             generate_photos(scratch)?;
@@ -280,28 +281,22 @@ fn photos(
             )
         }
     };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| {
-            format!(
-                "{}: cannot list the photo folder; check --images",
-                dir.display()
-            )
-        })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
-        .filter(|p| {
-            !p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with('.'))
-        })
-        .collect();
+    let mut files = Vec::new();
+    list_files(&dir, &mut files).with_context(|| {
+        format!(
+            "{}: cannot list the photo folder; check --images",
+            dir.display()
+        )
+    })?;
     files.sort();
+    // Evenly spaced over the sorted list, so that folder-per-class data sets give every class.
+    if files.len() > limit {
+        let n = files.len();
+        files = (0..limit).map(|i| files[i * n / limit].clone()).collect();
+    }
     let mut out = Vec::new();
     let mut bad = 0;
     for path in files {
-        if out.len() >= limit {
-            break;
-        }
         let name = path.display().to_string();
         let bytes = std::fs::read(&path).with_context(|| format!("{name}: cannot read"))?;
         match decode_bytes(&bytes, &name, decode) {
@@ -319,6 +314,26 @@ fn photos(
         );
     }
     Ok((out, what))
+}
+
+/// Files under `dir` and its subfolders, skipping hidden ones.
+fn list_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let hidden = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
+        if hidden {
+            continue;
+        }
+        if path.is_dir() {
+            list_files(&path, out)?;
+        } else if path.is_file() {
+            out.push(path);
+        }
+    }
+    Ok(())
 }
 
 /// Eight 640x480 JPEGs of the synthetic scenes (decode cost is real; the content is not food).
