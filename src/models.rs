@@ -465,6 +465,7 @@ fn build_engine(pack: &Pack, home: &Home, args: &EngineArgs) -> anyhow::Result<s
         EngineOutcome::Rebuilt(why) => ("rebuilt", Some(why)),
     };
     Ok(json!({
+        "schema": "dishcam.build-engine/1",
         "pack": m.name,
         "encoder": part,
         "source": show(&pack.path(file)),

@@ -130,18 +130,18 @@ impl Counters {
     }
 
     /// Live device allocations (0), engines (1), builders (2).
-    fn live(&self, what: i32) -> i64 {
+    fn live(&self, what: i32) -> std::ffi::c_long {
         // Safety: `long dishcam_trt_mock_live(int)` in mock_bridge.c.
         unsafe {
             let f = self
                 .0
                 .get::<unsafe extern "C" fn(i32) -> std::ffi::c_long>("dishcam_trt_mock_live")
                 .unwrap();
-            f(what) as i64
+            f(what)
         }
     }
 
-    fn calls(&self, name: &str) -> i64 {
+    fn calls(&self, name: &str) -> std::ffi::c_long {
         let name = std::ffi::CString::new(name).unwrap();
         // Safety: `long dishcam_trt_mock_calls(const char*)` in mock_bridge.c.
         unsafe {
@@ -151,7 +151,7 @@ impl Counters {
                     "dishcam_trt_mock_calls",
                 )
                 .unwrap();
-            f(name.as_ptr()) as i64
+            f(name.as_ptr())
         }
     }
 }
@@ -793,5 +793,47 @@ fn tensorrt_build_engine_for_dla_fp16_and_the_text_encoder() {
             .unwrap()
             .contains("input_ids:1x1/4x256/4x256"),
         "{text}"
+    );
+}
+
+#[test]
+fn tensorrt_encoders_take_the_packs_tensorrt_qdq_model_and_make_fp16_from_fp32() {
+    let lib = mock!("default");
+    let pack = common::lite_pack();
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(
+        &lib,
+        TensorRtOptions {
+            cache_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        },
+    );
+    let engines = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    for precision in [Precision::Int8, Precision::Fp16] {
+        let opts = dishcam_runtime::LoadOptions {
+            precision,
+            ..Default::default()
+        };
+        // The mock cannot execute EfficientNet, but building, loading and binding the encoder's
+        // input and outputs by name must work.
+        dishcam_runtime::ImageEncoder::load(&pack, &b, &opts, &["logits"])
+            .unwrap_or_else(|e| panic!("{precision}: {e}"));
+    }
+    let names = engines();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(
+        names[0].starts_with("image_encoder-") && names[0].contains("-fp16-gpu0-"),
+        "{names:?}"
+    );
+    assert!(
+        names[1].starts_with("image_encoder_int8_trt-") && names[1].contains("-int8-qdq-gpu0-"),
+        "{names:?}"
     );
 }

@@ -316,17 +316,17 @@ mod tests {
     #[test]
     fn tensorrt_engine_names_differ_when_any_field_differs() {
         let base = key();
-        let variants: Vec<Box<dyn Fn(&mut EngineKey)>> = vec![
-            Box::new(|k| k.model_sha256.replace_range(0..1, "7")),
-            Box::new(|k| k.precision = EnginePrecision::Fp16),
-            Box::new(|k| k.calibration_sha256 = Some("ab".into())),
-            Box::new(|k| k.device = EngineDevice::Dla(0)),
-            Box::new(|k| k.device = EngineDevice::Gpu(1)),
-            Box::new(|k| k.tensorrt = "10.3.0".into()),
-            Box::new(|k| k.gpu = "Xavier sm72".into()),
-            Box::new(|k| k.batch = 8),
-            Box::new(|k| k.profile = "pixels:1x3x224x224/4x3x224x224/8x3x224x224".into()),
-            Box::new(|k| k.abi = 2),
+        let variants: Vec<fn(&mut EngineKey)> = vec![
+            |k| k.model_sha256.replace_range(0..1, "7"),
+            |k| k.precision = EnginePrecision::Fp16,
+            |k| k.calibration_sha256 = Some("ab".into()),
+            |k| k.device = EngineDevice::Dla(0),
+            |k| k.device = EngineDevice::Gpu(1),
+            |k| k.tensorrt = "10.3.0".into(),
+            |k| k.gpu = "Xavier sm72".into(),
+            |k| k.batch = 8,
+            |k| k.profile = "pixels:1x3x224x224/4x3x224x224/8x3x224x224".into(),
+            |k| k.abi = 2,
         ];
         for (i, change) in variants.iter().enumerate() {
             let mut k = base.clone();
