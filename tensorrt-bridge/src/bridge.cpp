@@ -22,6 +22,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #if NV_TENSORRT_MAJOR < 8 || (NV_TENSORRT_MAJOR == 8 && NV_TENSORRT_MINOR < 5)
@@ -91,7 +92,9 @@ dishcam_trt_status cuda_fail(const char* what, cudaError_t e) {
 nvinfer1::Dims to_trt(const dishcam_trt_dims& d) {
     nvinfer1::Dims out{};
     out.nbDims = d.rank;
-    for (int i = 0; i < d.rank && i < nvinfer1::Dims::MAX_DIMS; ++i) out.d[i] = static_cast<decltype(out.d[0])>(d.d[i]);
+    // Dims holds int32_t before TensorRT 10 and int64_t since.
+    using Dim = std::remove_reference_t<decltype(out.d[0])>;
+    for (int i = 0; i < d.rank && i < nvinfer1::Dims::MAX_DIMS; ++i) out.d[i] = static_cast<Dim>(d.d[i]);
     return out;
 }
 
