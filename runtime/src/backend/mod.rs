@@ -220,7 +220,9 @@ pub trait Session: Send {
 }
 
 /// The backend of `kind`; onnxruntime looks for its library as
-/// [`onnxruntime::library_candidates`] says, with the dishcam home from the environment.
+/// [`onnxruntime::library_candidates`] says, with the dishcam home from the environment, and
+/// TensorRT for its bridge as [`tensorrt::library_candidates`] says (caching engines in the
+/// home).
 pub fn backend(kind: BackendKind) -> Result<Box<dyn Backend>, BackendError> {
     match kind {
         BackendKind::Tract => Ok(Box::new(tract::TractBackend)),

@@ -1181,7 +1181,15 @@ impl Session for TensorRtSession {
     fn run(&mut self, inputs: &[TensorRef<'_>]) -> Result<Vec<Tensor>, BackendError> {
         super::check_inputs(&self.model, inputs, &self.input_shapes)?;
         self.last = None;
-        self.run_inner(inputs).map_err(|reason| BackendError::Run {
+        let result = self.run_inner(inputs);
+        if result.is_err() {
+            // Copies queued before the failure may still read the caller's inputs or write the
+            // staging buffers: wait for the stream before returning (its own error, if any, is
+            // secondary to the one reported).
+            // Safety: valid handle; a null timings pointer is allowed by the ABI.
+            unsafe { (self.engine.bridge.api.sync)(self.engine.handle, std::ptr::null_mut()) };
+        }
+        result.map_err(|reason| BackendError::Run {
             model: self.model.clone(),
             reason,
         })
