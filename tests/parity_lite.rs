@@ -13,8 +13,10 @@
 //!   that rank (a 0.05 % tie such as envelope/ping-pong ball on the synthetic pattern may swap);
 //! - text: token ids identical, embedding cosine >= 0.9999.
 //!
-//! The suite runs on every backend compiled in (tract and onnxruntime, as tract's test-rt runs one
-//! suite on each runtime), with the same inputs and tolerances: both must agree with PyTorch.
+//! The suite runs on tract and onnxruntime (as tract's test-rt runs one suite on each runtime),
+//! with the same inputs and tolerances: both must agree with PyTorch. TensorRT is skipped here:
+//! the only bridge on these machines is the ABI test bridge (tests/tensorrt/), which cannot run
+//! EfficientNet or BERT; parity on a board is what docs/jetson.md asks to report.
 //! onnxruntime's library comes from `dishcam models pull lite`; a missing library fails the test.
 //!
 //! INT8 variants (onnxruntime only; tract refuses them) are checked against the same PyTorch fp32
@@ -27,6 +29,19 @@ use dishcam_models::Precision;
 use dishcam_runtime::backend::{backend, Backend, BackendError, BackendKind};
 use dishcam_runtime::image_io::{decode_file, DecodeOptions};
 use dishcam_runtime::{ImageEncoder, LoadOptions, RuntimeError, TextEncoder};
+
+/// The backends this suite runs on: every kind but TensorRT (see the module docs).
+fn parity_backends() -> impl Iterator<Item = BackendKind> {
+    BackendKind::ALL.into_iter().filter(|k| {
+        let skip = *k == BackendKind::TensorRt;
+        if skip {
+            eprintln!(
+                "SKIPPED (tensorrt): parity with PyTorch needs real TensorRT; see docs/jetson.md"
+            );
+        }
+        !skip
+    })
+}
 
 fn open(kind: BackendKind) -> Box<dyn Backend> {
     backend(kind).unwrap_or_else(|e| panic!("{kind}: {e}"))
@@ -47,7 +62,7 @@ fn image_encoder(kind: BackendKind, precision: Precision) -> ImageEncoder {
 
 #[test]
 fn image_graph_matches_pytorch_on_every_backend() {
-    for kind in BackendKind::ALL {
+    for kind in parity_backends() {
         image_graph_matches_pytorch(kind);
     }
 }
@@ -86,7 +101,7 @@ fn image_graph_matches_pytorch(kind: BackendKind) {
 
 #[test]
 fn image_files_match_pytorch_end_to_end_on_every_backend() {
-    for kind in BackendKind::ALL {
+    for kind in parity_backends() {
         image_files_match_pytorch_end_to_end(kind);
     }
 }
@@ -122,7 +137,7 @@ fn image_files_match_pytorch_end_to_end(kind: BackendKind) {
 
 #[test]
 fn text_embeddings_match_pytorch_on_every_backend() {
-    for kind in BackendKind::ALL {
+    for kind in parity_backends() {
         text_embeddings_match_pytorch(kind, Precision::Fp32, 0.9999);
     }
 }

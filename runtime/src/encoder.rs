@@ -7,7 +7,7 @@ use dishcam_models::manifest::{Dim, PackFile, TensorSpec, Variant};
 use dishcam_models::{Pack, Precision};
 use image::RgbImage;
 
-use crate::backend::{Backend, ModelSpec, Session, SessionOptions};
+use crate::backend::{Backend, BackendKind, ModelSpec, Session, SessionOptions};
 use crate::error::RuntimeError;
 use crate::preprocess::Preprocessor;
 use crate::tensor::TensorRef;
@@ -37,15 +37,30 @@ fn part<'a, T>(pack: &Pack, enc: Option<&'a T>, part: &'static str) -> Result<&'
     })
 }
 
+/// The file of the `precision` variant, and its manifest field. TensorRT takes the variant's
+/// TensorRT Q/DQ model (`tensorrt_onnx`: int8 symmetric activations) when it has one (the
+/// variant's own int8 model is onnxruntime's, with uint8 activations), and makes fp16 from the
+/// fp32 model when the pack has no fp16 variant.
 fn pick_variant<'a>(
     pack: &Pack,
     part: &'static str,
     variants: &'a std::collections::BTreeMap<Precision, Variant>,
     precision: Precision,
-) -> Result<&'a PackFile, RuntimeError> {
-    variants
-        .get(&precision)
-        .map(|v| &v.onnx)
+    backend: BackendKind,
+) -> Result<(String, &'a PackFile), RuntimeError> {
+    let trt = backend == BackendKind::TensorRt;
+    let (source, variant) = match variants.get(&precision) {
+        None if trt && precision == Precision::Fp16 => {
+            (Precision::Fp32, variants.get(&Precision::Fp32))
+        }
+        v => (precision, v),
+    };
+    let field = format!("{}.variants.{source}", part.replace(' ', "_"));
+    variant
+        .map(|v| match v.artefacts.get("tensorrt_onnx") {
+            Some(f) if trt => (format!("{field}.artefacts.tensorrt_onnx"), f),
+            _ => (field.clone(), &v.onnx),
+        })
         .ok_or_else(|| RuntimeError::MissingVariant {
             pack: pack.manifest.name.clone(),
             part,
@@ -85,9 +100,14 @@ impl ImageEncoder {
         extra_outputs: &[&str],
     ) -> Result<Self, RuntimeError> {
         let enc = part(pack, pack.manifest.image_encoder.as_ref(), "image encoder")?;
-        let file = pick_variant(pack, "image encoder", &enc.variants, opts.precision)?;
-        let bytes =
-            pack.read_verified(&format!("image_encoder.variants.{}", opts.precision), file)?;
+        let (field, file) = pick_variant(
+            pack,
+            "image encoder",
+            &enc.variants,
+            opts.precision,
+            backend.kind(),
+        )?;
+        let bytes = pack.read_verified(&field, file)?;
         Self::load_model(pack, backend, opts, extra_outputs, &bytes, pack.path(file))
     }
 
@@ -233,9 +253,14 @@ impl TextEncoder {
         opts: &LoadOptions,
     ) -> Result<Self, RuntimeError> {
         let enc = part(pack, pack.manifest.text_encoder.as_ref(), "text encoder")?;
-        let file = pick_variant(pack, "text encoder", &enc.variants, opts.precision)?;
-        let bytes =
-            pack.read_verified(&format!("text_encoder.variants.{}", opts.precision), file)?;
+        let (field, file) = pick_variant(
+            pack,
+            "text encoder",
+            &enc.variants,
+            opts.precision,
+            backend.kind(),
+        )?;
+        let bytes = pack.read_verified(&field, file)?;
         Self::load_model(pack, backend, opts, &bytes, pack.path(file))
     }
 

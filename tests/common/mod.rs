@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod trt_mock;
+
 use dishcam_models::{Home, Pack};
 
 pub fn repo() -> PathBuf {

@@ -3,10 +3,12 @@
 //! problems on each backend compiled in.
 
 pub mod onnxruntime;
+pub mod tensorrt;
 pub mod tract;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use dishcam_models::pack::Home;
 
@@ -23,15 +25,24 @@ pub enum BackendKind {
     Onnxruntime,
     /// Pure-Rust tract: always built, fp32.
     Tract,
+    /// TensorRT through the bridge library opened at run time (built with `--features
+    /// tensorrt` on machines with TensorRT): fp32, fp16, int8 Q/DQ.
+    TensorRt,
 }
 
 impl BackendKind {
-    pub const ALL: [BackendKind; 2] = [BackendKind::Onnxruntime, BackendKind::Tract];
+    /// Every backend kind; a kind whose library is absent fails to open with a message.
+    pub const ALL: [BackendKind; 3] = [
+        BackendKind::Onnxruntime,
+        BackendKind::Tract,
+        BackendKind::TensorRt,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             BackendKind::Onnxruntime => "onnxruntime",
             BackendKind::Tract => "tract",
+            BackendKind::TensorRt => "tensorrt",
         }
     }
 }
@@ -48,10 +59,7 @@ impl std::str::FromStr for BackendKind {
         match s {
             "tract" => Ok(BackendKind::Tract),
             "onnxruntime" | "ort" => Ok(BackendKind::Onnxruntime),
-            "tensorrt" | "trt" => Err(BackendError::NotCompiled {
-                backend: "tensorrt".into(),
-                hint: "rebuild with --features tensorrt on a machine with TensorRT".into(),
-            }),
+            "tensorrt" | "trt" => Ok(BackendKind::TensorRt),
             other => Err(BackendError::Unknown(other.to_string())),
         }
     }
@@ -61,7 +69,7 @@ impl std::str::FromStr for BackendKind {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackendError {
-    #[error("unknown backend '{0}'; available: auto, onnxruntime, tract")]
+    #[error("unknown backend '{0}'; available: auto, onnxruntime, tract, tensorrt")]
     Unknown(String),
     #[error("backend {backend} is not available: {why}")]
     Unavailable { backend: String, why: String },
@@ -192,14 +200,33 @@ pub trait Backend: Send + Sync {
     ) -> Result<Box<dyn Session>, BackendError>;
 }
 
+/// Where the time of one run went on an accelerator (measured with device events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeviceTimings {
+    /// Copying inputs from host to device.
+    pub h2d: Duration,
+    /// The inference itself.
+    pub compute: Duration,
+    /// Copying outputs back to the host.
+    pub d2h: Duration,
+}
+
 /// A loaded model.
 pub trait Session: Send {
     /// Runs the model; `inputs` follow `ModelSpec::inputs`, outputs follow `ModelSpec::outputs`.
     fn run(&mut self, inputs: &[TensorRef<'_>]) -> Result<Vec<Tensor>, BackendError>;
+
+    /// The device timings of the last successful run, for backends that measure them
+    /// (TensorRT); `None` for CPU backends and before the first run.
+    fn device_timings(&self) -> Option<DeviceTimings> {
+        None
+    }
 }
 
 /// The backend of `kind`; onnxruntime looks for its library as
-/// [`onnxruntime::library_candidates`] says, with the dishcam home from the environment.
+/// [`onnxruntime::library_candidates`] says, with the dishcam home from the environment, and
+/// TensorRT for its bridge as [`tensorrt::library_candidates`] says (caching engines in the
+/// home).
 pub fn backend(kind: BackendKind) -> Result<Box<dyn Backend>, BackendError> {
     match kind {
         BackendKind::Tract => Ok(Box::new(tract::TractBackend)),
@@ -207,6 +234,7 @@ pub fn backend(kind: BackendKind) -> Result<Box<dyn Backend>, BackendError> {
             let home = Home::from_env().ok();
             Ok(Box::new(onnxruntime::OrtBackend::new(home.as_ref())?))
         }
+        BackendKind::TensorRt => Ok(Box::new(tensorrt::TensorRtBackend::from_env()?)),
     }
 }
 
