@@ -201,6 +201,11 @@ impl ImageEncoder {
         &mut self.input
     }
 
+    /// Host-to-device, compute and device-to-host times of the last run, on GPU backends.
+    pub fn device_timings(&self) -> Option<crate::backend::DeviceTimings> {
+        self.session.device_timings()
+    }
+
     /// Runs the encoder on the current input. Returns the embedding then each extra output.
     pub fn run(&mut self) -> Result<Vec<Vec<f32>>, RuntimeError> {
         let out = self.session.run(&[TensorRef::F32 {

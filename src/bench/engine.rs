@@ -121,6 +121,8 @@ pub struct Engine {
     decode: DecodeOptions,
     out: String,
     pub load_ms: f64,
+    /// The GPU split of the last image-encoder run (TensorRT).
+    pub last_device: Option<dishcam_runtime::backend::DeviceTimings>,
 }
 
 /// Everything shared by the configurations of one run.
@@ -262,6 +264,7 @@ impl Engine {
             decode: shared.decode,
             out: String::with_capacity(512),
             load_ms: t.elapsed().as_secs_f64() * 1e3,
+            last_device: None,
         })
     }
 
@@ -321,6 +324,7 @@ impl Engine {
         self.encoder.preprocess(&img)?;
         let t2 = Instant::now();
         let mut out = self.encoder.run()?;
+        self.last_device = self.encoder.device_timings();
         let image = if self.reads_output {
             out.pop().unwrap_or_default()
         } else {

@@ -162,6 +162,8 @@ pub struct Cell {
     /// Per query: the total, then each stage (summed over the query's samples).
     pub totals: Vec<Duration>,
     pub stages: Vec<Vec<Duration>>,
+    /// Host-to-device, compute, device-to-host of the image encoder per query (GPU backends).
+    pub device: Vec<[Duration; 3]>,
 }
 
 /// Offline throughput of one configuration and column: samples per second of each pass.
@@ -211,10 +213,14 @@ fn parse_backends(names: &[String]) -> anyhow::Result<Vec<BackendKind>> {
     Ok(out)
 }
 
+/// The backends this build has, each with why it cannot run here when it cannot.
 fn available_backends() -> String {
     BackendKind::ALL
         .iter()
-        .map(|k| k.as_str())
+        .map(|&k| match backend::backend(k) {
+            Ok(_) => k.as_str().to_string(),
+            Err(e) => format!("{k} (not usable here: {e})"),
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -640,6 +646,7 @@ fn latency(
                     column,
                     totals: Vec::new(),
                     stages: vec![Vec::new(); column.stages().len()],
+                    device: Vec::new(),
                 });
             }
         }
@@ -649,6 +656,8 @@ fn latency(
     let mut query = |cell: &mut Cell, first: usize, record: bool| -> anyhow::Result<()> {
         let mut e = engines[cell.engine].lock().expect("not poisoned");
         let mut sums: StageTimes = Default::default();
+        let mut device = [Duration::ZERO; 3];
+        let mut on_device = false;
         let t0 = Instant::now();
         for k in 0..per_query {
             let n = first + k;
@@ -662,10 +671,19 @@ fn latency(
             for (s, t) in sums.iter_mut().zip(&times) {
                 *s += *t;
             }
+            if let Some(d) = e.last_device.take() {
+                on_device = true;
+                for (s, t) in device.iter_mut().zip([d.h2d, d.compute, d.d2h]) {
+                    *s += t;
+                }
+            }
         }
         let total = t0.elapsed();
         if record {
             cell.totals.push(total);
+            if on_device {
+                cell.device.push(device);
+            }
             for (v, t) in cell.stages.iter_mut().zip(&sums) {
                 v.push(*t);
             }

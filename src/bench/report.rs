@@ -119,6 +119,20 @@ pub fn cell_stats(cell: &Cell, scenario: Scenario) -> CellStats {
     }
 }
 
+/// Medians of the image encoder's host-to-device, compute and device-to-host times, when the
+/// backend reports them (TensorRT, timed with CUDA events); null otherwise.
+fn device_split(cell: &Cell) -> Value {
+    if cell.device.is_empty() {
+        return Value::Null;
+    }
+    let part = |i: usize| {
+        let mut v: Vec<Duration> = cell.device.iter().map(|d| d[i]).collect();
+        v.sort_unstable();
+        percentile(&v, 0.5).map_or(0.0, ms)
+    };
+    json!({"h2d_p50": part(0), "compute_p50": part(1), "d2h_p50": part(2)})
+}
+
 /// The per-frame path of a pipeline query: everything after decoding (the frame is in memory).
 fn per_frame(cell: &Cell) -> Vec<Duration> {
     let decode = &cell.stages[0];
@@ -130,6 +144,10 @@ fn per_frame(cell: &Cell) -> Vec<Duration> {
         .collect();
     v.sort_unstable();
     v
+}
+
+fn num(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(0.0)
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -390,6 +408,7 @@ impl Report<'_> {
                 "share_of_p90": st.share_of_p90,
             })).collect::<Vec<_>>(),
             "verdict": Verdict::of(s.queries, duration, &run.minimums),
+            "device_ms": device_split(c),
         })
     }
 
@@ -508,6 +527,18 @@ impl Report<'_> {
                             } else {
                                 format!(": {}", v.unmet.join("; "))
                             }
+                        );
+                    }
+                    for c in cells.iter().filter(|c| !c.device.is_empty()) {
+                        let d = device_split(c);
+                        let _ = writeln!(
+                            md,
+                            "\n{} {}: image encoder on the device, medians: H2D {:.3} ms, compute {:.3} ms, D2H {:.3} ms",
+                            self.configs[c.engine].id(),
+                            c.column.as_str(),
+                            num(&d["h2d_p50"]),
+                            num(&d["compute_p50"]),
+                            num(&d["d2h_p50"])
                         );
                     }
                     let _ = writeln!(
