@@ -88,7 +88,20 @@ pub struct ImageEncoder {
     input: Vec<f32>,
     input_shape: Vec<usize>,
     outputs: Vec<TensorSpec>,
+    /// One buffer per output, sized once, for [`ImageEncoder::run_buffered`].
+    buffers: Vec<Vec<f32>>,
     model: PathBuf,
+}
+
+/// Elements of an output with its named dimensions at 1 (batch 1).
+fn output_len(spec: &TensorSpec) -> usize {
+    spec.shape
+        .iter()
+        .map(|d| match d {
+            Dim::Fixed(v) => *v as usize,
+            Dim::Named(_) => 1,
+        })
+        .product()
 }
 
 impl ImageEncoder {
@@ -169,6 +182,7 @@ impl ImageEncoder {
             input: vec![0.0; preprocessor.output_len()],
             preprocessor,
             input_shape,
+            buffers: outputs.iter().map(|o| vec![0.0; output_len(o)]).collect(),
             outputs,
             model,
         })
@@ -204,6 +218,29 @@ impl ImageEncoder {
     /// Host-to-device, compute and device-to-host times of the last run, on GPU backends.
     pub fn device_timings(&self) -> Option<crate::backend::DeviceTimings> {
         self.session.device_timings()
+    }
+
+    /// Runs the encoder on the current input into buffers it keeps: the embedding then each
+    /// extra output. Allocates nothing per call on onnxruntime once warm.
+    pub fn run_buffered(&mut self) -> Result<&[Vec<f32>], RuntimeError> {
+        const MAX: usize = 4;
+        if self.buffers.len() > MAX {
+            let out = self.run()?;
+            self.buffers = out;
+            return Ok(&self.buffers);
+        }
+        let mut it = self.buffers.iter_mut();
+        let mut slots: [&mut [f32]; MAX] =
+            std::array::from_fn(|_| it.next().map_or(&mut [][..], |v| v.as_mut_slice()));
+        let n = self.outputs.len();
+        self.session.run_into(
+            &[TensorRef::F32 {
+                shape: &self.input_shape,
+                data: &self.input,
+            }],
+            &mut slots[..n],
+        )?;
+        Ok(&self.buffers)
     }
 
     /// Runs the encoder on the current input. Returns the embedding then each extra output.

@@ -100,6 +100,36 @@ impl HeadModel {
         self.dim
     }
 
+    /// Logits for one feature vector of length [`HeadModel::dim`] into `out` (one per class),
+    /// without allocating on onnxruntime once warm.
+    pub fn logits_into(&mut self, features: &[f32], out: &mut [f32]) -> Result<(), RuntimeError> {
+        if features.len() != self.dim || out.len() != self.classes {
+            return Err(RuntimeError::OutputSize {
+                model: self.model.clone(),
+                output: "head input or logits".into(),
+                got: if features.len() != self.dim {
+                    features.len()
+                } else {
+                    out.len()
+                },
+                want: if features.len() != self.dim {
+                    self.dim
+                } else {
+                    self.classes
+                },
+            });
+        }
+        let shape = [1, self.dim];
+        self.session.run_into(
+            &[TensorRef::F32 {
+                shape: &shape,
+                data: features,
+            }],
+            &mut [out],
+        )?;
+        Ok(())
+    }
+
     /// Logits for one feature vector of length [`HeadModel::dim`].
     pub fn logits(&mut self, features: &[f32]) -> Result<Vec<f32>, RuntimeError> {
         if features.len() != self.dim {
@@ -197,6 +227,55 @@ impl Classifier {
             text_temperature: text.temperature,
             text_weight: f.text_weight,
         })
+    }
+
+    /// [`Classifier::scores`] into `out` (one per class). Image and text heads allocate nothing
+    /// per call on onnxruntime once warm; fusion heads go through [`Classifier::scores`].
+    pub fn scores_into(
+        &mut self,
+        image: Option<&[f32]>,
+        text: Option<&[f32]>,
+        out: &mut [f32],
+    ) -> Result<(), RuntimeError> {
+        let size = |got: usize| RuntimeError::OutputSize {
+            model: "head".into(),
+            output: "scores".into(),
+            got,
+            want: out.len(),
+        };
+        match self {
+            Classifier::EncoderOutput => {
+                let image = image
+                    .ok_or_else(|| RuntimeError::HeadModel("this head needs a photo".into()))?;
+                if image.len() != out.len() {
+                    return Err(size(image.len()));
+                }
+                out.copy_from_slice(image);
+                Ok(())
+            }
+            Classifier::Model {
+                kind: HeadKind::Image,
+                model,
+            } => model.logits_into(
+                image.ok_or_else(|| RuntimeError::HeadModel("this head needs a photo".into()))?,
+                out,
+            ),
+            Classifier::Model {
+                kind: HeadKind::Text,
+                model,
+            } => model.logits_into(
+                text.ok_or_else(|| RuntimeError::HeadModel("this head needs a text".into()))?,
+                out,
+            ),
+            _ => {
+                let v = self.scores(image, text)?;
+                if v.len() != out.len() {
+                    return Err(size(v.len()));
+                }
+                out.copy_from_slice(&v);
+                Ok(())
+            }
+        }
     }
 
     /// Scores (logits, or late-fused log-probabilities) from the inputs the head reads: the

@@ -486,25 +486,18 @@ impl FrameClassifier for EncoderClassifier {
     }
 
     fn classify(&mut self, probs: &mut [f32]) -> Result<(), String> {
-        let mut out = self.encoder.run().map_err(|e| e.to_string())?;
+        // Buffers kept by the encoder and the caller's `probs`: no allocation per frame.
+        let out = self.encoder.run_buffered().map_err(|e| e.to_string())?;
         let image = if self.reads_encoder_output {
-            out.pop().unwrap_or_default()
+            out.last()
         } else {
-            out.swap_remove(0)
-        };
-        let mut scores = self
-            .head
-            .scores(Some(&image), self.text.as_deref())
-            .map_err(|e| e.to_string())?;
-        crate::classify::softmax_in_place(&mut scores, self.temperature);
-        if scores.len() != probs.len() {
-            return Err(format!(
-                "the head gave {} scores for {} classes",
-                scores.len(),
-                probs.len()
-            ));
+            out.first()
         }
-        probs.copy_from_slice(&scores);
+        .ok_or("the encoder returned no output")?;
+        self.head
+            .scores_into(Some(image), self.text.as_deref(), probs)
+            .map_err(|e| e.to_string())?;
+        crate::classify::softmax_in_place(probs, self.temperature);
         Ok(())
     }
 }

@@ -216,6 +216,19 @@ pub trait Session: Send {
     /// Runs the model; `inputs` follow `ModelSpec::inputs`, outputs follow `ModelSpec::outputs`.
     fn run(&mut self, inputs: &[TensorRef<'_>]) -> Result<Vec<Tensor>, BackendError>;
 
+    /// Runs the model and writes each output, as f32, into `outputs` (in `ModelSpec::outputs`
+    /// order, each slice exactly the output's size). This default goes through
+    /// [`Session::run`] and copies; onnxruntime binds preallocated tensors on the first call
+    /// and then allocates nothing per run on the Rust side (the live pipeline's steady state).
+    fn run_into(
+        &mut self,
+        inputs: &[TensorRef<'_>],
+        outputs: &mut [&mut [f32]],
+    ) -> Result<(), BackendError> {
+        let got = self.run(inputs)?;
+        copy_outputs("model", got, outputs)
+    }
+
     /// The device timings of the last successful run, for backends that measure them
     /// (TensorRT); `None` for CPU backends and before the first run.
     fn device_timings(&self) -> Option<DeviceTimings> {
@@ -270,6 +283,39 @@ pub fn open(choice: BackendChoice) -> Result<(Box<dyn Backend>, Option<String>),
             )),
         },
     }
+}
+
+/// Copies `got` into `outputs`, checking count, type and sizes.
+pub(crate) fn copy_outputs(
+    model: &str,
+    got: Vec<Tensor>,
+    outputs: &mut [&mut [f32]],
+) -> Result<(), BackendError> {
+    let err = |reason: String| BackendError::Run {
+        model: model.to_string(),
+        reason,
+    };
+    if got.len() != outputs.len() {
+        return Err(err(format!(
+            "{} outputs produced, {} wanted",
+            got.len(),
+            outputs.len()
+        )));
+    }
+    for (i, (t, out)) in got.into_iter().zip(outputs.iter_mut()).enumerate() {
+        let v = t
+            .into_f32()
+            .ok_or_else(|| err(format!("output {i} is not f32")))?;
+        if v.len() != out.len() {
+            return Err(err(format!(
+                "output {i} has {} values, the buffer {}",
+                v.len(),
+                out.len()
+            )));
+        }
+        out.copy_from_slice(&v);
+    }
+    Ok(())
 }
 
 /// Checks inputs against the shapes a session was loaded with.

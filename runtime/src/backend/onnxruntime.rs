@@ -91,6 +91,27 @@ struct OrtSessionImpl {
     /// Fixed sizes of every input dimension, `None` where the model is dynamic.
     input_shapes: Vec<Vec<Option<usize>>>,
     output_names: Vec<String>,
+    /// Fixed sizes of every wanted output's dimensions, `None` where dynamic.
+    output_shapes: Vec<Vec<Option<usize>>>,
+    /// Preallocated inputs and outputs bound to the session, made by the first `run_into`.
+    bound: Option<Bound>,
+}
+
+/// Tensors bound once to an `IoBinding`: `run_into` copies the inputs in, runs the binding,
+/// and copies the outputs out, with no Rust allocation per run.
+struct Bound {
+    binding: ort::session::IoBinding,
+    inputs: Vec<ort::value::Tensor<f32>>,
+    outputs: Vec<ort::value::Tensor<f32>>,
+}
+
+fn fixed_shape(dims: &[Dim], fixed: &[(&str, usize)]) -> Vec<Option<usize>> {
+    dims.iter()
+        .map(|d| match d {
+            Dim::Fixed(v) => Some(*v as usize),
+            Dim::Named(n) => fixed.iter().find(|(name, _)| name == n).map(|(_, v)| *v),
+        })
+        .collect()
 }
 
 fn optimisation_level(level: GraphOptimization) -> GraphOptimizationLevel {
@@ -192,20 +213,7 @@ impl Backend for OrtBackend {
                 )));
             }
             input_names.push(input.name.clone());
-            input_shapes.push(
-                input
-                    .shape
-                    .iter()
-                    .map(|d| match d {
-                        Dim::Fixed(v) => Some(*v as usize),
-                        Dim::Named(n) => spec
-                            .fixed_dims
-                            .iter()
-                            .find(|(name, _)| name == n)
-                            .map(|(_, v)| *v),
-                    })
-                    .collect(),
-            );
+            input_shapes.push(fixed_shape(&input.shape, spec.fixed_dims));
         }
         let mut selector = OutputSelector::no_default();
         let mut output_names = Vec::new();
@@ -226,11 +234,88 @@ impl Backend for OrtBackend {
             input_names,
             input_shapes,
             output_names,
+            output_shapes: spec
+                .outputs
+                .iter()
+                .map(|o| fixed_shape(&o.shape, spec.fixed_dims))
+                .collect(),
+            bound: None,
         }))
     }
 }
 
 impl Session for OrtSessionImpl {
+    fn run_into(
+        &mut self,
+        inputs: &[TensorRef<'_>],
+        outputs: &mut [&mut [f32]],
+    ) -> Result<(), BackendError> {
+        super::check_inputs(&self.model, inputs, &self.input_shapes)?;
+        if self.bound.is_none() {
+            self.bound = self.bind(inputs)?;
+        }
+        let Some(bound) = self.bound.as_mut() else {
+            let got = self.run(inputs)?;
+            return super::copy_outputs(&self.model, got, outputs);
+        };
+        if outputs.len() != bound.outputs.len() {
+            return Err(BackendError::Run {
+                model: self.model.clone(),
+                reason: format!(
+                    "{} output buffers for {} outputs",
+                    outputs.len(),
+                    bound.outputs.len()
+                ),
+            });
+        }
+        for (input, t) in inputs.iter().zip(bound.inputs.iter_mut()) {
+            if let TensorRef::F32 { data, .. } = input {
+                t.extract_tensor_mut().1.copy_from_slice(data);
+            }
+        }
+        // `Session::run_binding` wraps every output in a new reference-counted value on each
+        // run; the outputs here are our own bound tensors, so the C call alone is enough.
+        let api = ort::api();
+        // SAFETY: the session and binding pointers are live for the call; every bound value
+        // is owned by `bound` (and by the binding), which outlives it.
+        let status = unsafe {
+            (api.RunWithBinding)(
+                ort::AsPointer::ptr(&self.session).cast_mut(),
+                std::ptr::null(),
+                ort::AsPointer::ptr(&bound.binding),
+            )
+        };
+        if !status.0.is_null() {
+            // SAFETY: a non-null status from onnxruntime carries a message; released once.
+            let reason = unsafe {
+                let msg = std::ffi::CStr::from_ptr((api.GetErrorMessage)(status.0))
+                    .to_string_lossy()
+                    .into_owned();
+                (api.ReleaseStatus)(status.0);
+                msg
+            };
+            return Err(BackendError::Run {
+                model: self.model.clone(),
+                reason,
+            });
+        }
+        for (t, out) in bound.outputs.iter().zip(outputs.iter_mut()) {
+            let (_, data) = t.extract_tensor();
+            if data.len() != out.len() {
+                return Err(BackendError::Run {
+                    model: self.model.clone(),
+                    reason: format!(
+                        "an output has {} values, the buffer {}",
+                        data.len(),
+                        out.len()
+                    ),
+                });
+            }
+            out.copy_from_slice(data);
+        }
+        Ok(())
+    }
+
     fn run(&mut self, inputs: &[TensorRef<'_>]) -> Result<Vec<Tensor>, BackendError> {
         let model = self.model.clone();
         let run_err = move |reason: String| BackendError::Run {
@@ -263,6 +348,52 @@ impl Session for OrtSessionImpl {
                 to_tensor(value).map_err(|e| run_err(format!("output '{name}': {e}")))
             })
             .collect()
+    }
+}
+
+impl OrtSessionImpl {
+    /// Binds preallocated f32 tensors for every input and output; `None` when a shape is not
+    /// fully known at load time or an input is not f32 (then `run_into` copies from `run`).
+    fn bind(&self, inputs: &[TensorRef<'_>]) -> Result<Option<Bound>, BackendError> {
+        let err = |e: ort::Error| BackendError::Run {
+            model: self.model.clone(),
+            reason: e.to_string(),
+        };
+        let full = |s: &[Option<usize>]| s.iter().copied().collect::<Option<Vec<usize>>>();
+        if inputs.iter().any(|i| !matches!(i, TensorRef::F32 { .. })) {
+            return Ok(None);
+        }
+        let (Some(ins), Some(outs)) = (
+            self.input_shapes
+                .iter()
+                .map(|s| full(s))
+                .collect::<Option<Vec<_>>>(),
+            self.output_shapes
+                .iter()
+                .map(|s| full(s))
+                .collect::<Option<Vec<_>>>(),
+        ) else {
+            return Ok(None);
+        };
+        let allocator = ort::memory::Allocator::default();
+        let mut binding = self.session.create_binding().map_err(err)?;
+        let mut inputs = Vec::new();
+        for (name, shape) in self.input_names.iter().zip(ins) {
+            let t = ort::value::Tensor::<f32>::new(&allocator, shape).map_err(err)?;
+            binding.bind_input(name.as_str(), &t).map_err(err)?;
+            inputs.push(t);
+        }
+        let mut outputs = Vec::new();
+        for (name, shape) in self.output_names.iter().zip(outs) {
+            let mut t = ort::value::Tensor::<f32>::new(&allocator, shape).map_err(err)?;
+            binding.bind_output(name.as_str(), &mut t).map_err(err)?;
+            outputs.push(t);
+        }
+        Ok(Some(Bound {
+            binding,
+            inputs,
+            outputs,
+        }))
     }
 }
 
