@@ -161,6 +161,28 @@ fn a_token_is_required_on_every_api_call_when_set() {
 }
 
 #[test]
+fn cross_site_and_rebound_requests_are_refused() {
+    let s = Server::start(&[]);
+    // A page of another site posting a form to the camera (CSRF).
+    let r = s.post_form(
+        "/api/teach",
+        &[("dish", None, b"soup"), ("frame", None, b"current")],
+        &[("Origin", "http://evil.example")],
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.json()["error"].as_str().unwrap().contains("cross-origin"));
+    // A site whose name was rebound to 127.0.0.1.
+    let r = s.request("GET", "/api/state", &[("Host", "evil.example:8080")], &[]);
+    assert_eq!(r.status, 403);
+    // The server's own page passes.
+    let own = format!("http://{}", s.addr);
+    let r = s.request("GET", "/api/state", &[("Origin", &own)], &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = s.request("GET", "/api/state", &[("Host", "localhost:8080")], &[]);
+    assert_eq!(r.status, 200);
+}
+
+#[test]
 fn binding_beyond_loopback_needs_a_token() {
     common::lite_pack();
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_dishcam"))
@@ -181,7 +203,8 @@ fn bad_uploads_are_refused_with_the_right_status() {
     // The same without Content-Length (chunked): refused while reading.
     let (ct, body) = multipart(&[("image", Some("big.jpg"), &big)]);
     let mut raw = format!(
-        "POST /api/classify HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: {ct}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "POST /api/classify HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: {ct}\r\nTransfer-Encoding: chunked\r\n\r\n",
+        s.addr
     )
     .into_bytes();
     for chunk in body.chunks(1 << 20) {
@@ -333,7 +356,7 @@ fn a_thousand_malformed_requests_do_not_wedge_the_server() {
     let broken =
         b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a\"\r\n\r\nno end";
     let mut broken_multipart = format!(
-        "POST /api/classify HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: {}\r\n\r\n",
+        "POST /api/classify HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: {}\r\n\r\n",
         broken.len()
     )
     .into_bytes();
@@ -341,10 +364,10 @@ fn a_thousand_malformed_requests_do_not_wedge_the_server() {
     let bad: [(&[u8], bool); 5] = [
         (&broken_multipart, false),
         (b"GARBAGE\r\n\r\n", true),
-        (b"GET /api/recipes?q=%zz&top=-1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", false),
-        (b"POST /api/teach HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc", false),
+        (b"GET /api/recipes?q=%zz&top=-1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", false),
+        (b"POST /api/teach HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc", false),
         // The client gives up mid-body.
-        (b"POST /api/classify HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 600\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\n", true),
+        (b"POST /api/classify HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 600\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\n", true),
     ];
     let mut statuses = std::collections::BTreeMap::new();
     for i in 0..1000 {
@@ -382,7 +405,7 @@ fn the_live_pipeline_feeds_state_frames_and_events() {
     let mut events = std::net::TcpStream::connect(s.addr).unwrap();
     use std::io::{Read, Write};
     events
-        .write_all(b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(format!("GET /api/events HTTP/1.1\r\nHost: {}\r\n\r\n", s.addr).as_bytes())
         .unwrap();
     events
         .set_read_timeout(Some(Duration::from_secs(60)))

@@ -166,6 +166,34 @@ fn check(state: &Shared, req: &Request) -> ApiResult<Response> {
             ),
         ));
     }
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    // DNS rebinding: a page of another site that resolves its name to 127.0.0.1 reaches a
+    // loopback server with its own name as Host. Without a token, only loopback names pass.
+    if state.token.is_none() && !is_loopback_host(host) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("host '{host}' refused: without a token this server answers only to localhost, 127.0.0.1 or [::1]"),
+        ));
+    }
+    // Cross-site requests: browsers send Origin; only this server's own page may call the API.
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let same = origin
+            .strip_prefix("http://")
+            .is_some_and(|o| o.eq_ignore_ascii_case(host));
+        if !same {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "cross-origin request from '{origin}' refused; use the page this server serves"
+                ),
+            ));
+        }
+    }
     let path = req.uri().path();
     let public = matches!(path, "/" | "/app.js" | "/style.css" | "/healthz");
     if let (Some(expected), false) = (&state.token, public) {
@@ -194,6 +222,19 @@ fn check(state: &Shared, req: &Request) -> ApiResult<Response> {
         }
     }
     Ok(StatusCode::CONTINUE.into_response())
+}
+
+/// Whether a Host header names this machine's loopback: localhost, 127.0.0.0/8 or [::1], with
+/// or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Decodes %XX escapes and '+' of a query value.
@@ -539,6 +580,31 @@ async fn events(State(state): State<Shared>) -> Sse<impl Stream<Item = Result<Ev
 #[cfg(test)]
 mod tests {
     use super::percent_decode;
+
+    #[test]
+    fn only_loopback_hosts_pass_without_a_token() {
+        use super::is_loopback_host;
+        for ok in [
+            "localhost",
+            "localhost:8080",
+            "127.0.0.1:80",
+            "127.1.2.3",
+            "[::1]:8080",
+            "[::1]",
+        ] {
+            assert!(is_loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "evil.example",
+            "evil.example:8080",
+            "10.0.0.1:8080",
+            "localhost.evil.example",
+            "[::2]:80",
+        ] {
+            assert!(!is_loopback_host(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn query_tokens_are_decoded() {
