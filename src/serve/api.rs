@@ -563,17 +563,29 @@ use image::ImageEncoder as _;
 
 /// `GET /api/events`: one `dish` event per settled/changed/cleared dish, JSON data.
 async fn events(State(state): State<Shared>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    use tokio::sync::broadcast::error::RecvError;
     let rx = state.events.subscribe();
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(data) => return Some((Ok(Event::default().event("dish").data(data)), rx)),
-                // A slow client misses events; the next one brings it up to date.
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+    let stopping = state.stopping.clone();
+    let stream =
+        futures_util::stream::unfold((rx, stopping), |(mut rx, mut stopping)| async move {
+            loop {
+                let got = tokio::select! {
+                    got = rx.recv() => got,
+                    _ = stopping.wait_for(|s| *s) => return None,
+                };
+                match got {
+                    Ok(data) => {
+                        return Some((
+                            Ok(Event::default().event("dish").data(data)),
+                            (rx, stopping),
+                        ))
+                    }
+                    // A slow client misses events; the next one brings it up to date.
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return None,
+                }
             }
-        }
-    });
+        });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 

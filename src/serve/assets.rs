@@ -23,14 +23,17 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
         .into_response()
 }
 
+/// `/`: the page.
 pub async fn index() -> Response {
     asset(INDEX, "text/html; charset=utf-8")
 }
 
+/// `/app.js`.
 pub async fn script() -> Response {
     asset(SCRIPT, "text/javascript; charset=utf-8")
 }
 
+/// `/style.css`.
 pub async fn style() -> Response {
     asset(STYLE, "text/css; charset=utf-8")
 }

@@ -67,6 +67,7 @@ pub struct Engine {
 
 /// A classified photo.
 pub struct Classified {
+    /// The response, schema `dishcam.serve.classify/1`.
     pub json: Value,
     /// (stage, milliseconds), for the metrics.
     pub timings: Vec<(&'static str, f64)>,

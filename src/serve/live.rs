@@ -26,8 +26,10 @@ const SNAPSHOT_EVERY: Duration = Duration::from_millis(150);
 /// How the live pipeline is set up.
 #[derive(Clone)]
 pub struct LiveConfig {
+    /// A frame source URI, as `dishcam watch` takes.
     pub source: String,
     pub engine: EngineArgs,
+    /// Gate threshold (0 disables), frame rate, and looping, as `watch --gate/--fps/--loop`.
     pub gate: f32,
     pub fps: Option<f32>,
     pub loop_: bool,

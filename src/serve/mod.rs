@@ -65,10 +65,12 @@ fn check_bind(bind: &SocketAddr, token: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Loads the models, starts the live pipeline when there is a source, and serves until Ctrl-C.
 pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     check_bind(&args.bind, args.token.as_deref())?;
     let engine = Engine::load(&args.engine)?;
     let (events, _) = tokio::sync::broadcast::channel(64);
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     let live_config = args.source.as_ref().map(|s| LiveConfig {
         source: s.clone(),
         engine: args.engine.clone(),
@@ -98,6 +100,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         live_config: live_config.clone(),
         teaching: Mutex::new(()),
         me: me.clone(),
+        stopping,
     });
     if let Some(cfg) = &live_config {
         *lock(&state.runner) = Some(LiveRunner::start(cfg, &state)?);
@@ -119,9 +122,12 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         if args.token.is_none() {
             eprintln!("note: open http://{addr}/ in a browser (loopback only, no token)");
         }
+        // Ctrl-C: stop accepting, end the event streams, let requests in flight finish.
         axum::serve(listener, api::router(state.clone()))
-            .with_graceful_shutdown(async {
+            .with_graceful_shutdown(async move {
                 let _ = tokio::signal::ctrl_c().await;
+                eprintln!("stopping");
+                let _ = stop.send(true);
             })
             .await
             .context("the server stopped")

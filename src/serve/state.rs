@@ -77,6 +77,8 @@ pub struct AppState {
     pub teaching: Mutex<()>,
     /// This state itself, for restarting the live pipeline from a handler.
     pub me: std::sync::Weak<AppState>,
+    /// Turns true when the server is asked to stop: open event streams end.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Locks a mutex; a panic in another request while holding it does not wedge the server.
@@ -84,6 +86,7 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// SHA-256 of a token.
 pub fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
