@@ -445,11 +445,13 @@ fn the_live_pipeline_feeds_state_frames_and_events() {
 }
 
 #[test]
-fn teaching_adds_a_dish_from_uploaded_photos() {
+fn teaching_adds_a_dish_from_uploaded_photos_and_the_live_frame() {
     let Some(dir) = common::shared_data("serve teach") else {
         return;
     };
-    let s = Server::start_private(&[]);
+    // A private home: teaching writes the pack's overlay.
+    let live = format!("file://{}", dir.join(PHOTO).display());
+    let s = Server::start_private(&[&live, "--fps", "4", "--loop", "--gate", "0"]);
     let before = s.get("/api/state").json()["models"]["classes"]
         .as_u64()
         .unwrap();
@@ -496,6 +498,22 @@ fn teaching_adds_a_dish_from_uploaded_photos() {
         .map(|t| t["label"].as_str().unwrap().to_string())
         .collect();
     assert!(top.contains(&"stone_pot_rice".to_string()), "{top:?}");
+    assert_eq!(
+        s.get("/api/state").json()["live"]["status"],
+        "running",
+        "the live pipeline restarted"
+    );
+    // The live frame, as an example of a dish the head knows: no class is added.
+    let r = s.post_form(
+        "/api/teach",
+        &[("dish", None, b"beignets"), ("frame", None, b"current")],
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["photos"], 1);
+    assert_eq!(v["heads"][0]["added_classes"], serde_json::json!([]));
+    assert_eq!(v["heads"][0]["classes"].as_u64(), Some(after));
     // Bad dish names and empty requests are refused.
     let r = s.post_form(
         "/api/teach",
@@ -508,7 +526,8 @@ fn teaching_adds_a_dish_from_uploaded_photos() {
     assert_eq!(r.status, 400);
     let r = s.post_form("/api/teach", &[("dish", None, b"soup")], &[]);
     assert_eq!(r.status, 400);
-    let r = s.post_form(
+    let idle = Server::start_private(&[]);
+    let r = idle.post_form(
         "/api/teach",
         &[("dish", None, b"soup"), ("frame", None, b"current")],
         &[],

@@ -101,7 +101,7 @@ pub fn teach(
     }))
 }
 
-/// Moves `from/<dish>/<photo>` to `to/<dish>/<photo>`.
+/// Moves `from/<dish>/<photo>` to `to/<dish>/<photo>`, leaving `from` empty.
 fn move_all(from: &Path, to: &Path) -> anyhow::Result<()> {
     for class in std::fs::read_dir(from).with_context(|| format!("{}", from.display()))? {
         let class = class?;
@@ -113,6 +113,9 @@ fn move_all(from: &Path, to: &Path) -> anyhow::Result<()> {
             std::fs::rename(photo.path(), dest.join(photo.file_name()))
                 .with_context(|| format!("{}: cannot move", photo.path().display()))?;
         }
+        // `teach` refuses empty class folders.
+        std::fs::remove_dir(class.path())
+            .with_context(|| format!("{}: cannot remove", class.path().display()))?;
     }
     Ok(())
 }
