@@ -534,3 +534,32 @@ fn teaching_adds_a_dish_from_uploaded_photos_and_the_live_frame() {
     );
     assert_eq!(r.status, 409, "no live frame without a source");
 }
+
+#[test]
+fn a_client_that_never_finishes_its_request_head_is_disconnected() {
+    use std::io::{Read, Write};
+    let s = Server::start(&[]);
+    let mut slow = std::net::TcpStream::connect(s.addr).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
+        .unwrap();
+    // The server closes it after its header-read timeout (10 s); a read that waits longer
+    // than a minute means the connection would be held forever.
+    slow.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    match slow.read(&mut buf) {
+        Ok(n) => assert!(
+            n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"),
+            "unexpected answer: {}",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+        Err(e) => assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "the server held the half-sent request for a minute"
+        ),
+    }
+    assert_eq!(s.get("/healthz").status, 200);
+}

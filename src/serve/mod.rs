@@ -52,6 +52,66 @@ pub struct ServeArgs {
     pub engine: EngineArgs,
 }
 
+/// A client must send a request's head within this time, or its connection is closed.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections until Ctrl-C, then ends the event streams and closes connections
+/// gracefully (requests in flight finish). Each connection is HTTP/1.1 with a header-read
+/// timeout, so a client that opens connections and never sends a request cannot hold them.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    stop: tokio::sync::watch::Sender<bool>,
+) -> anyhow::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    log::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut ctrl_c => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let mut stopping = stop.subscribe();
+        tasks.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let stopped = tokio::select! {
+                _ = conn.as_mut() => false,
+                _ = stopping.wait_for(|s| *s) => true,
+            };
+            if stopped {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        });
+        // Reap finished connections so the set does not grow.
+        while tasks.try_join_next().is_some() {}
+    }
+    eprintln!("stopping");
+    let _ = stop.send(true);
+    drop(listener);
+    // Requests in flight get a few seconds to finish.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    Ok(())
+}
+
 /// Refuses a bind the network could reach without a token.
 fn check_bind(bind: &SocketAddr, token: Option<&str>) -> anyhow::Result<()> {
     if token.is_some_and(|t| t.trim().len() < 8) {
@@ -122,15 +182,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         if args.token.is_none() {
             eprintln!("note: open http://{addr}/ in a browser (loopback only, no token)");
         }
-        // Ctrl-C: stop accepting, end the event streams, let requests in flight finish.
-        axum::serve(listener, api::router(state.clone()))
-            .with_graceful_shutdown(async move {
-                let _ = tokio::signal::ctrl_c().await;
-                eprintln!("stopping");
-                let _ = stop.send(true);
-            })
-            .await
-            .context("the server stopped")
+        serve(listener, api::router(state.clone()), stop).await
     });
     if let Some(runner) = lock(&state.runner).take() {
         runner.stop();
