@@ -15,8 +15,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use futures_util::FutureExt;
 use serde_json::json;
 use server::Server;
+use std::panic::AssertUnwindSafe;
 
 /// The photo and the dish the lite pack names first for it (see tests/serve.rs).
 const PHOTO: &str = "food101-10class/train/beignets/1002569.jpg";
@@ -140,7 +142,19 @@ async fn upload_a_photo_and_see_dish_recipes_and_latency() {
     let driver = Driver::start();
     let profile = tempfile::tempdir().unwrap();
     let c = browser(&driver, profile.path()).await;
-    viewport(&c, 1280, 800).await;
+    // Whatever happens, the session is closed: killing chromedriver alone would leave the
+    // browser running.
+    let outcome = AssertUnwindSafe(check_the_page(&c, &server, &photo))
+        .catch_unwind()
+        .await;
+    let _ = c.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn check_the_page(c: &Client, server: &Server, photo: &Path) {
+    viewport(c, 1280, 800).await;
     c.goto(&format!("http://{}/", server.addr)).await.unwrap();
     assert_eq!(c.title().await.unwrap(), "dishcam");
 
@@ -208,7 +222,7 @@ async fn upload_a_photo_and_see_dish_recipes_and_latency() {
     eprintln!("screenshot: {}", shot.display());
 
     // A phone: nothing wider than the screen; the whole page as one tall screenshot.
-    viewport(&c, 390, 844).await;
+    viewport(c, 390, 844).await;
     let overflow = c
         .execute("return document.documentElement.scrollWidth", vec![])
         .await
@@ -223,8 +237,7 @@ async fn upload_a_photo_and_see_dish_recipes_and_latency() {
         .unwrap()
         .as_u64()
         .unwrap() as u32;
-    viewport(&c, 390, height.clamp(844, 4000)).await;
+    viewport(c, 390, height.clamp(844, 4000)).await;
     let png = c.screenshot().await.unwrap();
     std::fs::write(artifacts().join("serve-upload-phone.png"), &png).unwrap();
-    c.close().await.unwrap();
 }
