@@ -241,3 +241,53 @@ async fn check_the_page(c: &Client, server: &Server, photo: &Path) {
     let png = c.screenshot().await.unwrap();
     std::fs::write(artifacts().join("serve-upload-phone.png"), &png).unwrap();
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_page_asks_for_the_token_and_then_works() {
+    common::lite_pack();
+    let token = "browser-test-token-42";
+    let server = Server::start(&["--token", token]);
+    let driver = Driver::start();
+    let profile = tempfile::tempdir().unwrap();
+    let c = browser(&driver, profile.path()).await;
+    let outcome = AssertUnwindSafe(async {
+        c.goto(&format!("http://{}/", server.addr)).await.unwrap();
+        c.wait()
+            .at_most(Duration::from_secs(60))
+            .for_element(Locator::Css("#auth:not([hidden])"))
+            .await
+            .expect("the page asks for the token after a 401");
+        let chips = c.find_all(Locator::Css("#chips .chip")).await.unwrap();
+        assert!(chips.is_empty(), "no data without the token");
+        c.find(Locator::Css("#token"))
+            .await
+            .unwrap()
+            .send_keys(token)
+            .await
+            .unwrap();
+        c.find(Locator::Css("#auth-form button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        c.wait()
+            .at_most(Duration::from_secs(60))
+            .for_element(Locator::XPath(
+                "//div[@id='chips']/span[contains(., 'lite')]",
+            ))
+            .await
+            .expect("with the token the page loads the server's state");
+        let hidden = c
+            .execute("return document.getElementById('auth').hidden", vec![])
+            .await
+            .unwrap();
+        assert_eq!(hidden, json!(true));
+    })
+    .catch_unwind()
+    .await;
+    let _ = c.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
