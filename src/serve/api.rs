@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::Stream;
+use image::ImageEncoder as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tower_http::timeout::TimeoutLayer;
@@ -558,8 +559,6 @@ fn png_of(s: &Snapshot) -> ApiResult<Vec<u8>> {
         })?;
     Ok(out)
 }
-
-use image::ImageEncoder as _;
 
 /// `GET /api/events`: one `dish` event per settled/changed/cleared dish, JSON data.
 async fn events(State(state): State<Shared>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
