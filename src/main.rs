@@ -10,6 +10,8 @@ mod eval;
 mod features;
 mod models;
 mod recipes;
+#[cfg(feature = "web")]
+mod serve;
 mod teach;
 mod watch;
 
@@ -78,6 +80,16 @@ enum Command {
     Board {
         #[command(subcommand)]
         command: board::BoardCommand,
+    },
+    /// Serve the web page and HTTP API (docs/api.md): live view, dish, recipes, uploads,
+    /// teaching, latency; Prometheus metrics at /metrics.
+    #[cfg(feature = "web")]
+    Serve(serve::ServeArgs),
+    /// Serve the web page and HTTP API (not in this build: it was made without feature `web`).
+    #[cfg(not(feature = "web"))]
+    Serve {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
 }
 
@@ -215,6 +227,12 @@ fn main() -> ExitCode {
         Command::Board { command } => board::run(&command),
         Command::Watch(args) => watch::run(&args, cli.quiet),
         Command::Bench(args) => bench::run(&args, cli.quiet),
+        #[cfg(feature = "web")]
+        Command::Serve(args) => serve::run(&args),
+        #[cfg(not(feature = "web"))]
+        Command::Serve { .. } => Err(anyhow::anyhow!(
+            "this dishcam was built without the `web` feature; rebuild with `cargo build --features web`"
+        )),
     };
     match result {
         Ok(code) => code,

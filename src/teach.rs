@@ -150,21 +150,8 @@ impl Split {
 }
 
 pub fn run(args: &TeachArgs, quiet: bool) -> anyhow::Result<ExitCode> {
-    if !(0.0..1.0).contains(&args.holdout) {
-        bail!("--holdout must be in [0, 1), got {}", args.holdout);
-    }
-    let pack = args.engine.open_pack()?;
-    let backend = args.engine.backend()?;
-    let embedder = args
-        .engine
-        .embedder(&pack, backend.as_ref(), quiet, args.no_cache)?;
     let t0 = Instant::now();
-    let (heads_json, written) = match (&args.add_to, &args.text_csv) {
-        (Some(base), _) => add_classes(args, &pack, &embedder, base)?,
-        (None, Some(csv)) if !args.images.is_empty() => fit_fusion(args, &pack, &embedder, csv)?,
-        (None, Some(csv)) => fit_text(args, &pack, &embedder, csv)?,
-        (None, None) => fit_images(args, &pack, &embedder)?,
-    };
+    let (heads_json, written) = fit(args, quiet)?;
     if args.json {
         print_json(&json!({
             "schema": "dishcam.teach/1",
@@ -181,6 +168,25 @@ pub fn run(args: &TeachArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Fits and saves the heads `args` ask for; returns each head's summary and where it was
+/// written. `dishcam serve` calls this to teach a dish from the page.
+pub fn fit(args: &TeachArgs, quiet: bool) -> anyhow::Result<(Vec<Value>, Vec<PathBuf>)> {
+    if !(0.0..1.0).contains(&args.holdout) {
+        bail!("--holdout must be in [0, 1), got {}", args.holdout);
+    }
+    let pack = args.engine.open_pack()?;
+    let backend = args.engine.backend()?;
+    let embedder = args
+        .engine
+        .embedder(&pack, backend.as_ref(), quiet, args.no_cache)?;
+    match (&args.add_to, &args.text_csv) {
+        (Some(base), _) => add_classes(args, &pack, &embedder, base),
+        (None, Some(csv)) if !args.images.is_empty() => fit_fusion(args, &pack, &embedder, csv),
+        (None, Some(csv)) => fit_text(args, &pack, &embedder, csv),
+        (None, None) => fit_images(args, &pack, &embedder),
+    }
 }
 
 fn print_summary(h: &Value) {
