@@ -17,6 +17,7 @@ pub mod head;
 pub mod image_io;
 pub mod pipeline;
 pub mod preprocess;
+pub mod resize;
 pub mod smoothing;
 pub mod source;
 pub mod tensor;

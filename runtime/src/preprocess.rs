@@ -3,7 +3,8 @@
 //! into a caller-owned NCHW/NHWC f32 buffer.
 
 use dishcam_models::manifest::{ColourOrder, Crop, Interpolation, Layout, Preprocess};
-use fast_image_resize as fr;
+
+use crate::resize::{Filter, Resizer};
 
 /// A region of the source image in pixel coordinates (fractional, as PIL's `box`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -105,13 +106,14 @@ pub struct PreprocessError {
     pub reason: String,
 }
 
-/// Holds the resizer and the resized-pixel buffer so that steady-state preprocessing does not
-/// allocate.
+/// Holds the resizer (with its coefficient tables for the last frame size) and the
+/// resized-pixel buffer, so that preprocessing frames of one size does not allocate after the
+/// first.
 pub struct Preprocessor {
     spec: Preprocess,
     layout: Layout,
     table: NormTable,
-    resizer: fr::Resizer,
+    resizer: Resizer,
     resized: Vec<u8>,
 }
 
@@ -121,7 +123,7 @@ impl Preprocessor {
             spec: spec.clone(),
             layout,
             table: NormTable::new(spec),
-            resizer: fr::Resizer::new(),
+            resizer: Resizer::new(),
             resized: vec![0; spec.width as usize * spec.height as usize * 3],
         }
     }
@@ -144,23 +146,15 @@ impl Preprocessor {
             height,
             reason,
         };
-        let src = fr::images::ImageRef::new(width, height, rgb, fr::PixelType::U8x3)
-            .map_err(|e| err(e.to_string()))?;
-        let (ow, oh) = (self.spec.width, self.spec.height);
-        let mut dst_img =
-            fr::images::Image::from_slice_u8(ow, oh, &mut self.resized, fr::PixelType::U8x3)
-                .map_err(|e| err(e.to_string()))?;
-        let b = crop_box(width, height, &self.spec.crop);
-        let alg = match self.spec.interpolation {
-            Interpolation::Nearest => fr::ResizeAlg::Nearest,
-            Interpolation::Bilinear => fr::ResizeAlg::Convolution(fr::FilterType::Bilinear),
-            Interpolation::Bicubic => fr::ResizeAlg::Convolution(fr::FilterType::CatmullRom),
+        let filter = match self.spec.interpolation {
+            Interpolation::Nearest => Filter::Nearest,
+            Interpolation::Bilinear => Filter::Bilinear,
+            Interpolation::Bicubic => Filter::CatmullRom,
         };
-        let options = fr::ResizeOptions::new()
-            .resize_alg(alg)
-            .crop(b.left, b.top, b.width, b.height);
+        let crop = crop_box(width, height, &self.spec.crop);
+        let (ow, oh) = (self.spec.width, self.spec.height);
         self.resizer
-            .resize(&src, &mut dst_img, &options)
+            .resize(rgb, width, height, crop, &mut self.resized, ow, oh, filter)
             .map_err(|e| err(e.to_string()))?;
         normalise_into(
             &self.resized,
