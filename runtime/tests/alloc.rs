@@ -1,0 +1,96 @@
+//! No heap allocation per frame in steady state: the real `lite` pack (EfficientNet-Lite0 and
+//! the Food-101 head) on onnxruntime, in the live pipeline, counted by a global allocator.
+//!
+//! The allocator sees Rust allocations only: onnxruntime's own (C++) heap is not counted here
+//! (its arena is planned once per session; watch RSS in the soak run for the native side).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dishcam_models::{Home, Pack, Precision};
+use dishcam_runtime::backend::{self, BackendKind, SessionOptions};
+use dishcam_runtime::head::{read_labels, Classifier};
+use dishcam_runtime::pipeline::{EncoderClassifier, Pipeline, PipelineConfig};
+use dishcam_runtime::source::{self, SourceOptions};
+use dishcam_runtime::{ImageEncoder, LoadOptions};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn lite_classifier(precision: Precision) -> EncoderClassifier {
+    let home = Home::from_env().expect("a home directory");
+    let pack = Pack::open("lite", &home)
+        .unwrap_or_else(|e| panic!("{e}\nthis test needs the lite pack: run ./scripts/test.sh"));
+    let backend = backend::backend(BackendKind::Onnxruntime).expect("the onnxruntime library");
+    let opts = LoadOptions {
+        precision,
+        session: SessionOptions {
+            threads: Some(1),
+            ..Default::default()
+        },
+    };
+    let head = pack.manifest.head("food101").expect("the food101 head");
+    EncoderClassifier {
+        encoder: ImageEncoder::load(&pack, backend.as_ref(), &opts, &[]).unwrap(),
+        head: Classifier::load(&pack, head, backend.as_ref(), &opts).unwrap(),
+        reads_encoder_output: false,
+        temperature: head.temperature,
+        classes: read_labels(&pack, head).unwrap().len(),
+        text: None,
+    }
+}
+
+/// Allocations made while the pipeline classifies `frames` frames after `warmup` frames.
+fn allocations_per_frames(precision: Precision, warmup: usize, frames: usize) -> u64 {
+    let src = source::open(
+        "synthetic://?fps=1000&size=640x480",
+        &SourceOptions::default(),
+    )
+    .unwrap();
+    let config = PipelineConfig {
+        backpressure: true,
+        ..Default::default()
+    };
+    let p = Pipeline::start(src, Box::new(lite_classifier(precision)), config).unwrap();
+    for _ in 0..warmup {
+        p.recv().expect("a frame");
+    }
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..frames {
+        p.recv().expect("a frame");
+    }
+    let after = ALLOCATIONS.load(Ordering::Relaxed);
+    p.stop().unwrap();
+    after - before
+}
+
+#[test]
+fn steady_state_frames_allocate_nothing_fp32_and_int8() {
+    for precision in [Precision::Fp32, Precision::Int8] {
+        let n = allocations_per_frames(precision, 20, 100);
+        assert_eq!(n, 0, "{precision}: {n} allocations in 100 frames");
+    }
+}
