@@ -205,6 +205,11 @@ impl ImageEncoder {
         Ok(())
     }
 
+    /// The input tensor's shape (batch 1).
+    pub fn input_shape(&self) -> &[usize] {
+        &self.input_shape
+    }
+
     /// The preprocessed input tensor (for tests and tools).
     pub fn input(&self) -> &[f32] {
         &self.input

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use dishcam_models::manifest::{Dim, Layout, Preprocess};
+use dishcam_models::manifest::{Layout, Preprocess};
 use dishcam_models::Pack;
 use dishcam_recipes::normalize::ExcludeFilter;
 use dishcam_recipes::RecipeIndex;
@@ -231,15 +231,7 @@ impl Engine {
             }
             _ => None,
         };
-        let input_shape: Vec<usize> = enc
-            .input
-            .shape
-            .iter()
-            .map(|d| match d {
-                Dim::Fixed(v) => *v as usize,
-                Dim::Named(_) => 1,
-            })
-            .collect();
+        let input_shape = encoder.input_shape().to_vec();
         let first = decode_bytes(
             &shared.first_photo.bytes,
             &shared.first_photo.name,

@@ -149,6 +149,45 @@ fn providers(list: &[Provider]) -> Vec<ep::ExecutionProviderDispatch> {
         .collect()
 }
 
+impl OrtBackend {
+    /// A session builder with `options` and the load-time fixed dimensions of `spec`: the
+    /// one place both the wrapped and the bare sessions are configured.
+    fn builder(
+        &self,
+        spec: &ModelSpec<'_>,
+        options: &SessionOptions,
+    ) -> Result<ort::session::builder::SessionBuilder, BackendError> {
+        let load_err = |e: &dyn std::fmt::Display| BackendError::Load {
+            model: spec.path.display().to_string(),
+            backend: "onnxruntime".into(),
+            reason: e.to_string(),
+        };
+        let mut builder = OrtSession::builder(self.env)
+            .map_err(|e| load_err(&e))?
+            .with_optimization_level(optimisation_level(options.optimization))
+            .map_err(|e| load_err(&e))?
+            .with_intra_op_spinning(options.spinning)
+            .map_err(|e| load_err(&e))?;
+        if let Some(t) = options.threads {
+            builder = builder
+                .with_intra_threads(t.max(1))
+                .map_err(|e| load_err(&e))?;
+        }
+        // Named dimensions fixed at load time let onnxruntime plan memory once.
+        for (name, size) in spec.fixed_dims {
+            builder = builder
+                .with_dimension_override(*name, *size as i64)
+                .map_err(|e| load_err(&e))?;
+        }
+        if !options.providers.is_empty() {
+            builder = builder
+                .with_execution_providers(providers(&options.providers))
+                .map_err(|e| load_err(&e))?;
+        }
+        Ok(builder)
+    }
+}
+
 impl Backend for OrtBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Onnxruntime
@@ -165,30 +204,8 @@ impl Backend for OrtBackend {
             backend: "onnxruntime".into(),
             reason: e.to_string(),
         };
-        let mut builder = OrtSession::builder(self.env).map_err(|e| load_err(&e))?;
-        builder = builder
-            .with_optimization_level(optimisation_level(options.optimization))
-            .map_err(|e| load_err(&e))?;
-        if let Some(t) = options.threads {
-            builder = builder
-                .with_intra_threads(t.max(1))
-                .map_err(|e| load_err(&e))?;
-        }
-        builder = builder
-            .with_intra_op_spinning(options.spinning)
-            .map_err(|e| load_err(&e))?;
-        // Named dimensions fixed at load time let onnxruntime plan memory once.
-        for (name, size) in spec.fixed_dims {
-            builder = builder
-                .with_dimension_override(*name, *size as i64)
-                .map_err(|e| load_err(&e))?;
-        }
-        if !options.providers.is_empty() {
-            builder = builder
-                .with_execution_providers(providers(&options.providers))
-                .map_err(|e| load_err(&e))?;
-        }
-        let session = builder
+        let session = self
+            .builder(spec, options)?
             .commit_from_memory(spec.bytes)
             .map_err(|e| load_err(&e))?;
 
@@ -439,24 +456,8 @@ impl OrtBackend {
         let (Some(input), Some(output)) = (spec.inputs.first(), spec.outputs.first()) else {
             return Err(load_err(&"a bare session needs one input and one output"));
         };
-        let mut builder = OrtSession::builder(self.env)
-            .map_err(|e| load_err(&e))?
-            .with_optimization_level(optimisation_level(options.optimization))
-            .map_err(|e| load_err(&e))?;
-        if let Some(t) = options.threads {
-            builder = builder
-                .with_intra_threads(t.max(1))
-                .map_err(|e| load_err(&e))?;
-        }
-        builder = builder
-            .with_intra_op_spinning(options.spinning)
-            .map_err(|e| load_err(&e))?;
-        for (name, size) in spec.fixed_dims {
-            builder = builder
-                .with_dimension_override(*name, *size as i64)
-                .map_err(|e| load_err(&e))?;
-        }
-        let session = builder
+        let session = self
+            .builder(spec, options)?
             .commit_from_memory(spec.bytes)
             .map_err(|e| load_err(&e))?;
         let run_options = RunOptions::new()
