@@ -49,9 +49,12 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 200)]
     samples: usize,
     /// Minimum queries per configuration and column (single-stream default 1024, multi-stream
-    /// 270, offline 3 passes).
+    /// 270).
     #[arg(long)]
     min_queries: Option<usize>,
+    /// Minimum offline passes over the photos per configuration and column (default 3).
+    #[arg(long)]
+    min_passes: Option<usize>,
     /// Minimum run duration per scenario, seconds (default 60; LoadGen's is 600).
     #[arg(long)]
     min_duration: Option<f64>,
@@ -618,8 +621,12 @@ fn minimums(args: &BenchArgs, scenario: Scenario) -> Minimums {
         (Scenario::SingleStream, false) => (1024, 60.0),
         (Scenario::MultiStream, false) => (270, 60.0),
     };
+    let wanted = match scenario {
+        Scenario::Offline => args.min_passes,
+        _ => args.min_queries,
+    };
     Minimums {
-        queries: args.min_queries.unwrap_or(queries).max(1),
+        queries: wanted.unwrap_or(queries).max(1),
         duration: Duration::from_secs_f64(args.min_duration.unwrap_or(secs).max(0.0)),
         tail: scenario.tail(),
         confidence: 0.99,
