@@ -310,8 +310,9 @@ fn recipes_for(
     }
 }
 
-/// The `top` array of `dishcam.classify/1`.
-fn top_json(top: &[Scored], labels: &[String]) -> serde_json::Value {
+/// The `top` array of `dishcam.classify/1` (also the web API's): rank, class, label,
+/// probability.
+pub fn top_json(top: &[Scored], labels: &[String]) -> serde_json::Value {
     top.iter()
         .enumerate()
         .map(|(r, s)| {

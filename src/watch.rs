@@ -274,15 +274,7 @@ fn emit_event(
     top: &[serde_json::Value],
     recipes: Option<&dishcam_recipes::RecipeIndex>,
 ) {
-    let (kind, class, probability) = match *ev {
-        DishEvent::Settled {
-            class, probability, ..
-        } => ("settled", Some(class), Some(probability)),
-        DishEvent::Changed {
-            to, probability, ..
-        } => ("changed", Some(to), Some(probability)),
-        DishEvent::Cleared { .. } => ("cleared", None, None),
-    };
+    let (kind, class, probability) = ev.outcome();
     let dish = class.map(label);
     let suggestions = match &dish {
         Some(d) => crate::recipes::for_dish(recipes, d, 3),

@@ -137,6 +137,20 @@ impl DishEvent {
             | DishEvent::Cleared { frame, .. } => frame,
         }
     }
+
+    /// The event's name (`settled`, `changed`, `cleared`), the dish it is now about and that
+    /// dish's smoothed probability (none after `cleared`).
+    pub fn outcome(&self) -> (&'static str, Option<usize>, Option<f32>) {
+        match *self {
+            DishEvent::Settled {
+                class, probability, ..
+            } => ("settled", Some(class), Some(probability)),
+            DishEvent::Changed {
+                to, probability, ..
+            } => ("changed", Some(to), Some(probability)),
+            DishEvent::Cleared { .. } => ("cleared", None, None),
+        }
+    }
 }
 
 /// Errors from [`Smoother::update`]. They carry no heap data, so returning one does not allocate.

@@ -7,7 +7,7 @@ use std::time::Instant;
 use dishcam_models::manifest::Head;
 use dishcam_models::Pack;
 use dishcam_recipes::{ExcludeFilter, Recipe, RecipeIndex, SearchParams};
-use dishcam_runtime::classify::{softmax_in_place, top_k, Scored};
+use dishcam_runtime::classify::{softmax_in_place, top_k};
 use dishcam_runtime::head::{read_labels, Classifier};
 use dishcam_runtime::image_io::{decode_bytes, DecodeOptions, ImageError};
 use dishcam_runtime::{Backend, ImageEncoder, LoadOptions, TextEncoder};
@@ -185,7 +185,7 @@ impl Engine {
         let top = top_k(&probs, TOP);
         let t5 = Instant::now();
         let head_name = loaded.head.name.clone();
-        let top_json = top_json(&top, &loaded.labels);
+        let top_json = crate::classify::top_json(&top, &loaded.labels);
         let dish = top
             .first()
             .and_then(|s| loaded.labels.get(s.class))
@@ -328,21 +328,6 @@ pub fn recipe_json(r: &Recipe) -> Value {
         "total_time_minutes": r.total_time_minutes,
         "url": r.url,
     })
-}
-
-/// The `top` array: rank, class, label, probability.
-pub fn top_json(top: &[Scored], labels: &[String]) -> Value {
-    top.iter()
-        .enumerate()
-        .map(|(r, s)| {
-            json!({
-                "rank": r + 1,
-                "class": s.class,
-                "label": labels.get(s.class).cloned().unwrap_or_else(|| format!("class {}", s.class)),
-                "probability": s.probability,
-            })
-        })
-        .collect()
 }
 
 /// Checks a dish name given to teach: it becomes a folder name and a class id.

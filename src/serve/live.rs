@@ -12,7 +12,6 @@ use dishcam_runtime::head::{read_labels, Classifier};
 use dishcam_runtime::pipeline::{
     EncoderClassifier, FrameClassifier, Pipeline, PipelineConfig, Received,
 };
-use dishcam_runtime::smoothing::DishEvent;
 use dishcam_runtime::source::{self, Frame, SourceOptions};
 use dishcam_runtime::ImageEncoder;
 use serde_json::json;
@@ -168,15 +167,7 @@ fn read_results(
             .map(|(c, p)| (label(*c), *p))
             .collect();
         let event = r.event.map(|ev| {
-            let (kind, class, p) = match ev {
-                DishEvent::Settled {
-                    class, probability, ..
-                } => ("settled", Some(class), Some(probability)),
-                DishEvent::Changed {
-                    to, probability, ..
-                } => ("changed", Some(to), Some(probability)),
-                DishEvent::Cleared { .. } => ("cleared", None, None),
-            };
+            let (kind, class, p) = ev.outcome();
             let dish = class.map(label);
             let suggestions = match &dish {
                 Some(d) => crate::recipes::for_dish(recipes, d, 3),
