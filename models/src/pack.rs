@@ -591,7 +591,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let mut builder = tempfile::Builder::new();
+    // Temp files are created 0600; the result keeps the old file's mode, or gets 0644 (less the
+    // umask) like any new file, so a pack written by root stays readable by the camera's user.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(path)
+            .map(|m| m.permissions().mode() & 0o7777)
+            .unwrap_or(0o644);
+        builder.permissions(fs::Permissions::from_mode(mode));
+    }
+    let mut tmp = builder.prefix(".tmp-").tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
@@ -890,5 +901,23 @@ mod tests {
             err.contains("installed: tiny") && err.contains("dishcam models pull lite"),
             "{err}"
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn atomic_writes_get_a_new_files_mode_or_keep_the_old_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        // A plain new file (0666 less the umask) is what an atomic write of a new file should match.
+        let plain = dir.path().join("plain");
+        fs::File::create(&plain).unwrap();
+        let new = dir.path().join("new.toml");
+        write_atomic(&new, b"a = 1").unwrap();
+        assert_eq!(mode(&new), mode(&plain) & 0o644, "not the tempfile's 0600");
+        fs::set_permissions(&new, fs::Permissions::from_mode(0o640)).unwrap();
+        write_atomic(&new, b"a = 2").unwrap();
+        assert_eq!(mode(&new), 0o640);
+        assert_eq!(fs::read(&new).unwrap(), b"a = 2");
     }
 }

@@ -791,15 +791,8 @@ fn offline(
     })
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+/// [`dishcam_models::pack::write_atomic`], with the file named in the error.
 fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("{}: cannot write here", dir.display()))?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .with_context(|| format!("{}: cannot write", path.display()))?;
-    Ok(())
+    dishcam_models::pack::write_atomic(path, bytes)
+        .with_context(|| format!("{}: cannot write", path.display()))
 }
