@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use dishcam_models::Pack;
+use dishcam_models::{Pack, Precision};
 use dishcam_recipes::index::BuildStage;
 use dishcam_recipes::{ExcludeFilter, Format, RecipeIndex, SearchParams};
 use dishcam_runtime::{Backend, LoadOptions, TextEncoder};
@@ -118,6 +118,17 @@ impl RecipePaths {
     }
 }
 
+/// The precision recipe indexes are built with: the text encoder's fp32 variant when the pack has
+/// one, whatever `--precision` a command runs at. One index then serves every precision: dish
+/// recipes are looked up by class, and an int8 query embedding is within ~0.99 cosine of the
+/// fp32 one (README, INT8), so searching the fp32 index with it finds the same recipes.
+pub fn index_precision(pack: &Pack, requested: Precision) -> Precision {
+    match &pack.manifest.text_encoder {
+        Some(t) if t.variants.contains_key(&Precision::Fp32) => Precision::Fp32,
+        _ => requested,
+    }
+}
+
 /// What an index was built with: the pack, its text encoder's file hash and the precision.
 pub fn encoder_id(pack: &Pack, opts: &LoadOptions) -> anyhow::Result<String> {
     let t = pack
@@ -125,16 +136,16 @@ pub fn encoder_id(pack: &Pack, opts: &LoadOptions) -> anyhow::Result<String> {
         .text_encoder
         .as_ref()
         .with_context(|| format!("pack '{}' has no text encoder", pack.manifest.name))?;
-    let v = t.variants.get(&opts.precision).with_context(|| {
+    let precision = index_precision(pack, opts.precision);
+    let v = t.variants.get(&precision).with_context(|| {
         format!(
-            "no {} text encoder in pack '{}'",
-            opts.precision, pack.manifest.name
+            "no {precision} text encoder in pack '{}'",
+            pack.manifest.name
         )
     })?;
     Ok(format!(
-        "{}/text_encoder/{}/{}",
+        "{}/text_encoder/{precision}/{}",
         pack.manifest.name,
-        opts.precision,
         &v.onnx.sha256[..16]
     ))
 }
@@ -174,7 +185,7 @@ pub fn build_index(
                 threads: Some(1),
                 ..opts.session.clone()
             },
-            ..opts.clone()
+            precision: index_precision(pack, opts.precision),
         },
         workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         quiet,

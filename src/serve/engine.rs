@@ -62,7 +62,8 @@ pub struct Engine {
     fusion: Option<LoadedHead>,
     /// Loaded on the first text query (recipe search or fusion).
     text: Option<TextEncoder>,
-    recipes: Option<RecipeIndex>,
+    /// The recipe index, or why it could not be opened (shown by the recipe endpoints).
+    recipes: Result<RecipeIndex, String>,
 }
 
 /// A classified photo.
@@ -96,13 +97,10 @@ impl Engine {
             }),
             _ => None,
         };
-        let recipes = match crate::recipes::open_index(&pack, &opts) {
-            Ok(idx) => Some(idx),
-            Err(e) => {
-                log::warn!("no recipe suggestions: {e:#}");
-                None
-            }
-        };
+        let recipes = crate::recipes::open_index(&pack, &opts).map_err(|e| {
+            log::warn!("no recipe suggestions: {e:#}");
+            format!("{e:#}")
+        });
         Ok(Engine {
             pack,
             backend,
@@ -125,7 +123,7 @@ impl Engine {
             "head": self.image.head.name,
             "fusion_head": self.fusion.as_ref().map(|f| f.head.name.clone()),
             "classes": self.image.labels.len(),
-            "recipes": self.recipes.is_some(),
+            "recipes": self.recipes.is_ok(),
         })
     }
 
@@ -229,7 +227,7 @@ impl Engine {
 
     /// Up to [`SUGGESTED`] recipes for a dish, each in full (ingredients and steps).
     pub fn recipes_for(&self, dish: &str) -> Vec<Value> {
-        let Some(idx) = &self.recipes else {
+        let Ok(idx) = &self.recipes else {
             return Vec::new();
         };
         idx.dish_recipes(dish, SUGGESTED, &ExcludeFilter::new::<&str>(&[]))
@@ -241,11 +239,9 @@ impl Engine {
     }
 
     fn index(&self) -> Result<&RecipeIndex, EngineError> {
-        self.recipes.as_ref().ok_or_else(|| {
-            EngineError::NotFound(
-                "this pack has no recipe index; build it with `dishcam recipes index build`".into(),
-            )
-        })
+        self.recipes
+            .as_ref()
+            .map_err(|e| EngineError::NotFound(format!("no recipe index: {e}")))
     }
 
     /// Recipes nearest to a text query, leaving out recipes with the excluded ingredients.
