@@ -79,8 +79,19 @@ pub struct WatchArgs {
     /// Most frames --save-frames keeps.
     #[arg(long, default_value_t = 1000)]
     pub save_limit: usize,
+    /// When a camera drops off mid-stream: `retry` reopens it with backoff (250 ms doubling to
+    /// 8 s) and reports `source_lost` / `source_back`; `exit` ends with an error.
+    #[arg(long, value_enum, default_value_t = OnDisconnect::Retry)]
+    pub on_disconnect: OnDisconnect,
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+/// What `watch` does when its camera drops off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnDisconnect {
+    Retry,
+    Exit,
 }
 
 /// Per-stage latency since capture.
@@ -134,9 +145,15 @@ pub fn run(args: &WatchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         },
         loop_: args.loop_,
         max_pixels: args.engine.max_pixels,
+        reconnect: source::Backoff {
+            max_attempts: (args.on_disconnect == OnDisconnect::Exit).then_some(0),
+            ..Default::default()
+        },
     };
     let src = source::open(&args.source, &source_opts)
         .with_context(|| format!("cannot open {}", args.source))?;
+    let health = src.health();
+    let mut seen_outages = (0, 0);
     // A paced source (camera, synthetic, --fps) is live: a frame inference cannot take in time
     // is dropped. Files and folders read unpaced are classified frame by frame.
     let backpressure = src.fps_hint().is_none();
@@ -234,6 +251,9 @@ pub fn run(args: &WatchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
                 emit_event(args.json, &ev, &r, &label, &top_json(&r), recipes.as_ref());
             }
         }
+        if let Some(h) = &health {
+            report_outages(args.json, h, &mut seen_outages, args.on_disconnect);
+        }
         if args.stats_every > 0.0 && last_stats.elapsed().as_secs_f64() >= args.stats_every {
             let now = pipeline.counts();
             let secs = last_stats.elapsed().as_secs_f64();
@@ -249,7 +269,11 @@ pub fn run(args: &WatchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         }
     }
     let elapsed = pipeline.elapsed().as_secs_f64();
-    let counts = pipeline.stop().map_err(anyhow::Error::msg)?;
+    let stopped = pipeline.stop();
+    if let Some(h) = &health {
+        report_outages(args.json, h, &mut seen_outages, args.on_disconnect);
+    }
+    let counts = stopped.map_err(anyhow::Error::msg)?;
     let board = sampler.stop();
     let fps_in = counts.captured as f64 / elapsed.max(1e-9);
     let fps_out = counts.classified as f64 / elapsed.max(1e-9);
@@ -264,6 +288,62 @@ pub fn run(args: &WatchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         args.json, false, "summary", fps_in, fps_out, &counts, &samples, telemetry,
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints `source_lost` and `source_back` for what the source went through since the last call;
+/// `seen` is (disconnects, reconnects) already reported.
+fn report_outages(
+    as_json: bool,
+    health: &source::SourceHealth,
+    seen: &mut (u64, u64),
+    then: OnDisconnect,
+) {
+    let lost = health.disconnects.load(Ordering::Relaxed);
+    let back = health.reconnects.load(Ordering::Relaxed);
+    if (lost, back) == *seen {
+        return;
+    }
+    let Some(o) = health.last_outage() else {
+        return;
+    };
+    if lost > seen.0 {
+        if as_json {
+            print_json(&json!({
+                "schema": "dishcam.watch/1",
+                "type": "event",
+                "event": "source_lost",
+                "reason": o.reason,
+                "disconnects": lost,
+                "reconnecting": then == OnDisconnect::Retry,
+            }));
+        } else {
+            let next = match then {
+                OnDisconnect::Retry => "reconnecting",
+                OnDisconnect::Exit => "exiting (--on-disconnect exit)",
+            };
+            eprintln!("source lost: {}; {next}", o.reason);
+        }
+    }
+    if back > seen.1 {
+        let down_ms = o.back.map(|b| (b - o.lost).as_secs_f64() * 1e3);
+        if as_json {
+            print_json(&json!({
+                "schema": "dishcam.watch/1",
+                "type": "event",
+                "event": "source_back",
+                "down_ms": down_ms,
+                "attempts": o.attempts,
+                "reconnects": back,
+            }));
+        } else {
+            eprintln!(
+                "source back after {:.0} ms ({} attempts)",
+                down_ms.unwrap_or(0.0),
+                o.attempts
+            );
+        }
+    }
+    *seen = (lost, back);
 }
 
 fn emit_event(

@@ -63,6 +63,7 @@ impl LiveRunner {
         let src = source::open(&cfg.source, &source_opts)
             .with_context(|| format!("cannot open {}", cfg.source))?;
         let backpressure = src.fps_hint().is_none();
+        let health = src.health();
         let frame_classifier = Snapshotting {
             inner: EncoderClassifier {
                 encoder,
@@ -94,7 +95,14 @@ impl LiveRunner {
             std::thread::Builder::new()
                 .name("dishcam-serve-live".into())
                 .spawn(move || {
-                    let status = read_results(pipeline, &state, &stop, &labels, recipes.as_ref());
+                    let status = read_results(
+                        pipeline,
+                        &state,
+                        &stop,
+                        &labels,
+                        recipes.as_ref(),
+                        health.as_deref(),
+                    );
                     lock(&state.live).status = status;
                 })
                 .context("cannot start the live thread")?
@@ -121,6 +129,7 @@ fn read_results(
     stop: &AtomicBool,
     labels: &[String],
     recipes: Option<&dishcam_recipes::RecipeIndex>,
+    health: Option<&source::SourceHealth>,
 ) -> String {
     let label = |c: usize| labels.get(c).cloned().unwrap_or_else(|| c.to_string());
     let mut window_start = Instant::now();
@@ -137,6 +146,15 @@ fn read_results(
         let now = pipeline.counts();
         let mut live = lock(&state.live);
         live.counts = now;
+        if let Some(h) = health {
+            // A camera that dropped off shows in /api/state until it is back.
+            let lost = h.disconnects.load(Ordering::Relaxed);
+            let back = h.reconnects.load(Ordering::Relaxed);
+            live.status = match h.last_outage() {
+                Some(o) if lost > back => format!("source lost ({}); reconnecting", o.reason),
+                _ => "running".into(),
+            };
+        }
         if window_start.elapsed() >= Duration::from_secs(1) {
             let secs = window_start.elapsed().as_secs_f64();
             live.fps_in = (now.captured - window_counts.captured) as f64 / secs;

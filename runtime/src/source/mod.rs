@@ -5,7 +5,8 @@
 //! overwrites it in place, so steady-state capture does not allocate.
 //!
 //! Accepted URIs:
-//! - `synthetic://?fps=30&size=640x480[&frames=N][&scene_every=K]`: a moving test pattern;
+//! - `synthetic://?fps=30&size=640x480[&frames=N][&scene_every=K][&fail_after=N&down_ms=MS]`: a
+//!   moving test pattern (`fail_after` simulates a camera that drops off for `down_ms`);
 //! - `file://photo.jpg` or a bare image path: one frame (repeated when looping);
 //! - `dir://DIR`, `dir://DIR/*.jpg` or a bare directory path: each image file in name order;
 //! - `v4l2:///dev/video0` (feature `camera-v4l`), `csi://0` and `gst://PIPELINE` (feature
@@ -14,17 +15,20 @@
 mod camera;
 mod glob;
 mod pace;
+mod reconnect;
 mod shape;
 mod still;
 mod synthetic;
 mod uri;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::image_io::{ImageError, DEFAULT_MAX_PIXELS};
 
 pub use glob::glob_match;
+pub use reconnect::{Backoff, Outage, Reconnecting, SourceHealth};
 pub use shape::{flip_in_place, output_size};
 pub use still::{DirSource, FileSource};
 pub use synthetic::{render_pattern, SyntheticConfig, SyntheticSource, SCENES};
@@ -96,6 +100,11 @@ pub trait FrameSource: Send {
     fn skipped(&self) -> u64 {
         0
     }
+
+    /// Disconnects and reconnections, for sources that reopen a lost camera ([`Reconnecting`]).
+    fn health(&self) -> Option<Arc<SourceHealth>> {
+        None
+    }
 }
 
 /// Mirroring applied to every frame, after resizing.
@@ -141,6 +150,8 @@ pub struct SourceOptions {
     pub loop_: bool,
     /// Largest accepted image (decoded, rendered or resized), in pixels.
     pub max_pixels: u64,
+    /// How a camera that drops off is reopened.
+    pub reconnect: Backoff,
 }
 
 impl Default for SourceOptions {
@@ -152,6 +163,7 @@ impl Default for SourceOptions {
             flip: Flip::None,
             loop_: false,
             max_pixels: DEFAULT_MAX_PIXELS,
+            reconnect: Backoff::default(),
         }
     }
 }
@@ -210,6 +222,9 @@ pub enum SourceError {
     },
     #[error("{uri}: {reason}")]
     Unsupported { uri: String, reason: String },
+    /// The camera went away mid-stream (unplugged, driver reset); [`Reconnecting`] retries.
+    #[error("{uri}: camera disconnected ({reason}); check the cable and the device, or keep `--on-disconnect retry` (the default) to reconnect when it returns")]
+    Disconnected { uri: String, reason: String },
     #[error("cannot resize {from:?} to {to:?}: {reason}")]
     Resize {
         from: (u32, u32),
@@ -222,6 +237,25 @@ pub enum SourceError {
 pub fn open(uri: &str, opts: &SourceOptions) -> Result<Box<dyn FrameSource>, SourceError> {
     shape::check_options(opts)?;
     match uri::parse(uri)? {
+        uri::Spec::Synthetic(cfg) if cfg.fail_after.is_some() => {
+            // A simulated disconnect is reopened like a camera; the outage outlives the source.
+            let first = SyntheticSource::new(cfg.clone(), opts)?;
+            let outage = first.outage();
+            let mut first = Some(first);
+            let opts = opts.clone();
+            let backoff = opts.reconnect;
+            let open = move || -> Result<Box<dyn FrameSource>, SourceError> {
+                match first.take() {
+                    Some(s) => Ok(Box::new(s)),
+                    None => Ok(Box::new(SyntheticSource::reopen(
+                        cfg.clone(),
+                        &opts,
+                        outage.clone(),
+                    )?)),
+                }
+            };
+            Ok(Box::new(Reconnecting::new(uri, Box::new(open), backoff)?))
+        }
         uri::Spec::Synthetic(cfg) => Ok(Box::new(SyntheticSource::new(cfg, opts)?)),
         uri::Spec::File(path) => Ok(Box::new(FileSource::open(&path, opts)?)),
         uri::Spec::Dir { dir, pattern } => {

@@ -1,5 +1,6 @@
 //! `synthetic://`: a moving, deterministic test pattern paced to a frame rate.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::pace::Pacer;
@@ -20,6 +21,11 @@ pub struct SyntheticConfig {
     pub frames: Option<u64>,
     /// Switch to the next scene every this many frames.
     pub scene_every: Option<u64>,
+    /// Simulate a camera that drops off: after this many frames the source fails with
+    /// [`SourceError::Disconnected`] (again every this many frames after each reconnect).
+    pub fail_after: Option<u64>,
+    /// How long a simulated disconnect lasts: reopening fails until it has passed.
+    pub down: Duration,
 }
 
 impl Default for SyntheticConfig {
@@ -30,6 +36,8 @@ impl Default for SyntheticConfig {
             height: 480,
             frames: None,
             scene_every: None,
+            fail_after: None,
+            down: Duration::from_secs(1),
         }
     }
 }
@@ -97,6 +105,8 @@ pub struct SyntheticSource {
     scratch: Vec<u8>,
     frame: Frame,
     produced: u64,
+    /// Until when the simulated camera is gone (shared by the reopenings of one stream).
+    outage: Arc<Mutex<Option<Instant>>>,
 }
 
 impl SyntheticSource {
@@ -125,8 +135,38 @@ impl SyntheticSource {
             scratch: Vec::new(),
             frame: Frame::empty(),
             produced: 0,
+            outage: Arc::default(),
             cfg,
         })
+    }
+
+    /// As [`SyntheticSource::new`], for a reopening within one stream: fails with
+    /// [`SourceError::Disconnected`] while the simulated outage recorded in `outage` lasts.
+    pub(super) fn reopen(
+        cfg: SyntheticConfig,
+        opts: &SourceOptions,
+        outage: Arc<Mutex<Option<Instant>>>,
+    ) -> Result<Self, SourceError> {
+        if let Some(until) = *outage.lock().expect("outage lock") {
+            let now = Instant::now();
+            if now < until {
+                return Err(SourceError::Disconnected {
+                    uri: "synthetic".into(),
+                    reason: format!(
+                        "simulated outage, back in {} ms",
+                        (until - now).as_millis()
+                    ),
+                });
+            }
+        }
+        let mut s = Self::new(cfg, opts)?;
+        s.outage = outage;
+        Ok(s)
+    }
+
+    /// The outage record this source writes when its simulated camera drops off.
+    pub(super) fn outage(&self) -> Arc<Mutex<Option<Instant>>> {
+        self.outage.clone()
     }
 }
 
@@ -141,6 +181,13 @@ impl FrameSource for SyntheticSource {
         }
         if !self.pacer.wait(timeout) {
             return Ok(Next::Timeout);
+        }
+        if self.cfg.fail_after.is_some_and(|n| self.produced >= n) {
+            *self.outage.lock().expect("outage lock") = Some(Instant::now() + self.cfg.down);
+            return Err(SourceError::Disconnected {
+                uri: "synthetic".into(),
+                reason: format!("simulated disconnect after {} frames", self.produced),
+            });
         }
         let scene = self.cfg.scene_every.map_or(0, |k| pattern_seq / k);
         let (w, h) = (self.cfg.width, self.cfg.height);
@@ -170,6 +217,12 @@ impl FrameSource for SyntheticSource {
         }
         if let Some(k) = self.cfg.scene_every {
             s += &format!(", scene every {k}");
+        }
+        if let Some(n) = self.cfg.fail_after {
+            s += &format!(
+                ", drops off every {n} frames for {} ms",
+                self.cfg.down.as_millis()
+            );
         }
         s
     }

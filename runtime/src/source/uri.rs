@@ -10,7 +10,7 @@ use super::SourceError;
 pub const ACCEPTED_URIS: &str = "synthetic://?fps=30&size=640x480, file://PHOTO, dir://DIR, \
      dir://DIR/*.jpg, v4l2:///dev/video0, csi://0, gst://PIPELINE, or a bare file or directory path";
 
-const SYNTHETIC_PARAMS: &str = "fps, size, frames, scene_every";
+const SYNTHETIC_PARAMS: &str = "fps, size, frames, scene_every, fail_after, down_ms";
 const VIDEO_EXTENSIONS: [&str; 5] = ["mp4", "mkv", "avi", "mov", "webm"];
 
 /// What a URI names.
@@ -176,6 +176,28 @@ fn parse_synthetic(uri: &str, rest: &str) -> Result<SyntheticConfig, SourceError
                     )
                 })?;
                 cfg.scene_every = Some(k);
+            }
+            "fail_after" => {
+                let n: u64 = value.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    bad(
+                        uri,
+                        "fail_after",
+                        value,
+                        "a frame count, a whole number >= 1",
+                    )
+                })?;
+                cfg.fail_after = Some(n);
+            }
+            "down_ms" => {
+                let ms: u64 = value.parse().ok().filter(|ms| *ms <= 3_600_000).ok_or_else(|| {
+                    bad(
+                        uri,
+                        "down_ms",
+                        value,
+                        "milliseconds the simulated camera stays gone, 0..=3600000",
+                    )
+                })?;
+                cfg.down = std::time::Duration::from_millis(ms);
             }
             _ => {
                 return Err(SourceError::UnknownParam {
