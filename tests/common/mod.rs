@@ -133,6 +133,41 @@ impl CliEnv {
     }
 }
 
+/// A photo of a "dish": a base colour with a stripe texture whose period depends on the seed.
+pub fn photo(path: &Path, rgb: [u8; 3], seed: u32) {
+    let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    let mut rnd = move || {
+        s ^= s << 13;
+        s ^= s >> 17;
+        s ^= s << 5;
+        (s % 41) as i32 - 20
+    };
+    let period = 6 + seed % 5;
+    let img = image::RgbImage::from_fn(96, 96, |x, y| {
+        let stripe = if (x + y) / period % 2 == 0 { 25 } else { -25 };
+        let n = rnd();
+        image::Rgb(rgb.map(|c| (c as i32 + stripe + n).clamp(0, 255) as u8))
+    });
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    img.save(path).unwrap();
+}
+
+pub const DISHES: [(&str, [u8; 3]); 4] = [
+    ("tomato_soup", [200, 40, 30]),
+    ("pea_soup", [60, 170, 50]),
+    ("blueberry_pie", [40, 50, 180]),
+    ("corn_chowder", [230, 210, 60]),
+];
+
+/// `n` photos per dish of `dishes` under DIR/<dish>/<dish>_<i>.png.
+pub fn photos(dir: &Path, dishes: &[(&str, [u8; 3])], n: u32, offset: u32) {
+    for (name, rgb) in dishes {
+        for i in offset..offset + n {
+            photo(&dir.join(name).join(format!("{name}_{i}.png")), *rgb, i);
+        }
+    }
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
