@@ -72,7 +72,45 @@ pub fn decode_bytes(
     name: &str,
     opts: &DecodeOptions,
 ) -> Result<RgbImage, ImageError> {
+    if jpeg_is_cut_short(bytes) {
+        return Err(ImageError::Corrupt {
+            name: name.to_string(),
+            format: "JPEG".into(),
+            reason: "the file ends before its end-of-image marker: it is cut short".into(),
+        });
+    }
     decode_reader(Cursor::new(bytes), name, opts)
+}
+
+/// Whether `bytes` is a JPEG whose image data stops before the end-of-image marker (an
+/// interrupted copy or upload). The JPEG decoder conceals this (it fills the missing rows with
+/// grey and reports success), which would classify half a photo without a word; no decoder
+/// option reports it, hence this check. It walks the top-level segments to the first
+/// start-of-scan (so an EXIF thumbnail's own markers are skipped) and looks for EOI after it;
+/// entropy-coded data cannot contain FF D9, since a data FF byte is always followed by 00.
+fn jpeg_is_cut_short(bytes: &[u8]) -> bool {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return false;
+    }
+    let mut pos = 2;
+    let sos = loop {
+        // Markers may be preceded by fill bytes (FF).
+        while bytes.get(pos) == Some(&0xFF) && bytes.get(pos + 1) == Some(&0xFF) {
+            pos += 1;
+        }
+        match (bytes.get(pos), bytes.get(pos + 1)) {
+            (Some(0xFF), Some(0xDA)) => break pos,
+            (Some(0xFF), Some(0x01 | 0xD0..=0xD7)) => pos += 2,
+            (Some(0xFF), Some(_)) => match bytes.get(pos + 2..pos + 4) {
+                Some(len) => pos += 2 + u16::from_be_bytes([len[0], len[1]]) as usize,
+                None => return true,
+            },
+            // Headers cut short, or not a marker where one must be: the decoder reports these.
+            (None, _) | (Some(_), None) => return true,
+            _ => return false,
+        }
+    };
+    !bytes[sos..].windows(2).rev().any(|w| w == [0xFF, 0xD9])
 }
 
 fn decode_reader<R: BufRead + Seek>(
@@ -143,6 +181,40 @@ mod tests {
             .write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
             .unwrap();
         out
+    }
+
+    #[test]
+    fn jpegs_cut_short_are_refused_and_whole_ones_pass() {
+        let img = DynamicImage::ImageRgb8(RgbImage::from_fn(40, 30, |x, y| {
+            image::Rgb([x as u8 * 6, y as u8 * 8, 90])
+        }));
+        let mut jpeg = Vec::new();
+        img.write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+            .unwrap();
+        let opts = DecodeOptions::default();
+        assert!(!jpeg_is_cut_short(&jpeg));
+        assert!(decode_bytes(&jpeg, "whole.jpg", &opts).is_ok());
+        // Trailing bytes after EOI (some cameras append data) are fine.
+        let mut trailing = jpeg.clone();
+        trailing.extend_from_slice(b"\0\0vendor data");
+        assert!(decode_bytes(&trailing, "trailing.jpg", &opts).is_ok());
+        for cut in [jpeg.len() - 2, jpeg.len() * 9 / 10, jpeg.len() / 2, 3] {
+            let err = decode_bytes(&jpeg[..cut], "cut.jpg", &opts).unwrap_err();
+            assert!(err.to_string().starts_with("cut.jpg: corrupt or truncated JPEG"), "{err}");
+        }
+        // An APP1 segment holding a whole thumbnail (with its own SOS and EOI) before a main
+        // image that is cut short: still refused.
+        let mut app1 = vec![0xFF, 0xE1];
+        app1.extend_from_slice(&((jpeg.len() + 2) as u16).to_be_bytes());
+        app1.extend_from_slice(&jpeg);
+        let mut with_thumb = jpeg[..2].to_vec();
+        with_thumb.extend_from_slice(&app1);
+        with_thumb.extend_from_slice(&jpeg[2..jpeg.len() / 2]);
+        assert!(jpeg_is_cut_short(&with_thumb));
+        let mut whole_with_thumb = jpeg[..2].to_vec();
+        whole_with_thumb.extend_from_slice(&app1);
+        whole_with_thumb.extend_from_slice(&jpeg[2..]);
+        assert!(!jpeg_is_cut_short(&whole_with_thumb));
     }
 
     #[test]
