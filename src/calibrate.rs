@@ -35,9 +35,9 @@ use crate::{print_json, show, EngineArgs};
 /// Fewest decoded calibration photos accepted.
 pub const MIN_SAMPLES: usize = 32;
 /// Calibration photos the sensitivity search measures on.
-const SENSITIVITY_PHOTOS: usize = 32;
-/// Embedding cosine a tensor must win, kept in fp32, to be kept.
-const SENSITIVITY_MIN_GAIN: f64 = 5e-4;
+const SENSITIVITY_PHOTOS: usize = 100;
+/// Layers of the sensitivity ranking listed in the report.
+const SENSITIVITY_LISTED: usize = 10;
 
 #[derive(Args)]
 pub struct CalibrateArgs {
@@ -70,13 +70,24 @@ pub struct CalibrateArgs {
     /// titles). Default: the head's class names.
     #[arg(long)]
     pub text_csv: Option<PathBuf>,
-    /// Activations to leave in fp32: `auto` picks them by sensitivity (each tensor quantised
-    /// alone, measured on calibration photos), up to --keep-fp32-max; or tensor names; or none.
+    /// Layers to leave in fp32 (no Q/DQ on their weights or inputs). `auto` ranks the
+    /// quantisable layers by sensitivity on calibration photos (each layer alone left in fp32)
+    /// and keeps the fewest most sensitive ones whose fp32 copy lifts the calibration photos'
+    /// embedding cosine to --keep-fp32-cosine (at most --keep-fp32-max); `auto:K` keeps the K
+    /// most sensitive; or layer names (comma separated; the report lists them); or `none`.
     #[arg(long, default_value = "auto")]
     pub keep_fp32: String,
-    /// Most activations `--keep-fp32 auto` may leave in fp32.
-    #[arg(long, default_value_t = 2)]
+    /// Mean embedding cosine with fp32, on the sensitivity photos (calibration photos), that
+    /// `--keep-fp32 auto` aims for.
+    #[arg(long, default_value_t = 0.999)]
+    pub keep_fp32_cosine: f64,
+    /// Most layers `--keep-fp32 auto` may leave in fp32.
+    #[arg(long, default_value_t = 4)]
     pub keep_fp32_max: usize,
+    /// Also check these numbers of most sensitive layers in fp32 on the validation photos
+    /// (comma separated), for the report; needs a sensitivity ranking (`auto`, `auto:K`).
+    #[arg(long, value_delimiter = ',')]
+    pub compare_keep: Vec<usize>,
     /// Write the artefacts to DIR instead of the pack's overlay.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -138,6 +149,8 @@ fn list_photos(dirs: &[PathBuf]) -> anyhow::Result<Vec<Photo>> {
 #[derive(Debug, Clone, Serialize)]
 pub struct Agreement {
     pub method: String,
+    /// Layers left in fp32 (the most sensitive ones).
+    pub kept_fp32: usize,
     pub photos: usize,
     /// Same top-1 class as fp32 (Food-101 head), fraction.
     pub top1: f64,
@@ -179,8 +192,10 @@ pub struct Report {
     pub validation_photos: usize,
     pub head: Option<String>,
     pub tensors: usize,
-    /// Activations left in fp32 (see --keep-fp32).
+    /// Layers left in fp32 (see --keep-fp32).
     pub kept_fp32: Vec<String>,
+    /// The layer sensitivity measured on calibration photos, when `--keep-fp32` asked for it.
+    pub sensitivity: Option<Sensitivity>,
     pub agreement: Vec<Agreement>,
     pub speed: Vec<Speed>,
     pub text: Option<TextAgreement>,
@@ -282,6 +297,14 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         })?;
     let fp32 = pack.read_verified("image_encoder.variants.fp32", &fp32_file)?;
     let fp32_sha = sha256_file(&pack.path(&fp32_file))?;
+    let model = qdq::decode(&fp32)?;
+    let layers = qdq::quantisable_layers(&model)?;
+    let keep_choice: KeepFp32 = args.keep_fp32.parse()?;
+    if let KeepFp32::Layers(names) = &keep_choice {
+        if let Some(bad) = names.iter().find(|k| !layers.contains(*k)) {
+            bail!("--keep-fp32: '{bad}' is not a quantisable layer (Conv, Gemm, MatMul or Add node) of this model; `--keep-fp32 auto` ranks them all in the report");
+        }
+    }
 
     // Output directory first: a read-only destination fails before minutes of work.
     let out_dir = match &args.out {
@@ -372,32 +395,42 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|m| CalibrationTable::compute(&stats, *m, &data, &fp32_sha))
         .collect::<Result<_, _>>()?;
-    let model = qdq::decode(&fp32)?;
-    let keep: BTreeSet<String> = match args.keep_fp32.as_str() {
-        "none" => BTreeSet::new(),
-        "auto" => match backend::backend(BackendKind::Onnxruntime) {
-            Ok(ort) => sensitive_tensors(
-                &pack,
-                ort.as_ref(),
-                &model,
-                &fp32,
-                &tables[0],
-                &sens_imgs,
-                args.keep_fp32_max,
-                quiet,
-            )?,
-            Err(_) => BTreeSet::new(),
-        },
-        names => {
-            let keep: BTreeSet<String> = names.split(',').map(str::to_string).collect();
-            if let Some(bad) = keep.iter().find(|k| !tables[0].tensors.contains_key(*k)) {
-                bail!("--keep-fp32: '{bad}' is not a calibrated tensor of this model; the report's table lists them");
+    // Agreement, sensitivity and speed need onnxruntime (tract refuses int8).
+    let ort = backend::backend(BackendKind::Onnxruntime).ok();
+    let head_name = pack.manifest.default_head.clone();
+    let load_head = |ort: &dyn Backend| -> anyhow::Result<Option<Classifier>> {
+        let head = head_name.as_deref().and_then(|h| pack.manifest.head(h));
+        Ok(match head {
+            Some(h) => Some(Classifier::load(&pack, h, ort, &LoadOptions::default())?),
+            None => None,
+        })
+    };
+    let mut sensitivity: Option<Sensitivity> = None;
+    let keep: BTreeSet<String> = match keep_choice {
+        KeepFp32::None => BTreeSet::new(),
+        KeepFp32::Layers(names) => names,
+        choice @ (KeepFp32::Auto | KeepFp32::Top(_)) => match ort.as_deref() {
+            Some(ort) => {
+                let (target, max) = match choice {
+                    KeepFp32::Top(k) => (f64::INFINITY, k),
+                    _ => (args.keep_fp32_cosine, args.keep_fp32_max),
+                };
+                let judge = Judge::new(&pack, ort, &fp32, &sens_imgs, load_head(ort)?)?;
+                let s = sensitivity_of(
+                    &pack, ort, &model, &tables[0], &layers, &sens_imgs, judge, target, max, quiet,
+                )?;
+                let keep = s.kept();
+                sensitivity = Some(s);
+                keep
             }
-            keep
-        }
+            None => {
+                eprintln!("note: onnxruntime is not available, so no layer was measured for --keep-fp32 {}; every layer is quantised", args.keep_fp32);
+                BTreeSet::new()
+            }
+        },
     };
     for t in &mut tables {
-        t.keep_float = keep.clone();
+        t.keep_fp32 = keep.clone();
     }
 
     // Validation photos, decoded once.
@@ -408,79 +441,77 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         }
     }
 
-    // Agreement and speed need onnxruntime (tract refuses int8).
-    let ort = backend::backend(BackendKind::Onnxruntime).ok();
     let mut agreement = Vec::new();
     let mut speed = Vec::new();
-    let head_name = pack.manifest.default_head.clone();
-    let mut int8_bytes: Vec<Vec<u8>> = Vec::new();
-    for t in &tables {
-        int8_bytes.push(qdq::encode(&qdq::quantise_static(
+    let quantise = |t: &CalibrationTable, keep: &BTreeSet<String>| -> anyhow::Result<Vec<u8>> {
+        Ok(qdq::encode(&qdq::quantise_static(
             &model,
             &t.amax(),
             &t.channel_means,
-            &t.keep_float,
+            keep,
             ActivationFormat::OrtU8,
-        )?));
-    }
-    if let Some(ort) = ort.as_deref() {
-        let b = progress_bar(quiet, tables.len() + 1, "agreement checks");
-        let (ref_emb, _) = embed_with(&pack, ort, Precision::Fp32, 1, &fp32, &val_imgs)?;
-        let head = head_name.as_deref().and_then(|h| pack.manifest.head(h));
-        let mut classifier = match head {
-            Some(h) => Some(Classifier::load(&pack, h, ort, &LoadOptions::default())?),
-            None => None,
-        };
-        let mut scores = |e: &[f32]| -> anyhow::Result<Option<Vec<f32>>> {
-            Ok(match classifier.as_mut() {
-                Some(Classifier::EncoderOutput) | None => None,
-                Some(c) => Some(c.scores(Some(e), None)?),
-            })
-        };
-        let ref_scores: Vec<Option<Vec<f32>>> = ref_emb
-            .iter()
-            .map(|e| scores(e))
-            .collect::<Result<_, _>>()?;
-        b.inc(1);
-        for (t, bytes) in tables.iter().zip(&int8_bytes) {
-            let (emb, _) = embed_with(&pack, ort, Precision::Int8, 1, bytes, &val_imgs)?;
-            let cos: Vec<f64> = emb
+        )?))
+    };
+    // (table, layers kept in fp32) to check on the validation photos: every method with the
+    // chosen layers, then the primary method with other numbers of its most sensitive layers.
+    let mut checks: Vec<(&CalibrationTable, BTreeSet<String>)> =
+        tables.iter().map(|t| (t, keep.clone())).collect();
+    if let Some(s) = &sensitivity {
+        for k in &args.compare_keep {
+            let other = s.most_sensitive(*k);
+            if !checks
                 .iter()
-                .zip(&ref_emb)
-                .map(|(a, b)| cosine(a, b))
-                .collect();
-            let (mut top1, mut top5, mut n) = (0usize, 0usize, 0usize);
-            for (e, r) in emb.iter().zip(&ref_scores) {
-                if let (Some(s), Some(r)) = (scores(e)?, r) {
-                    n += 1;
-                    let (a, b) = (top_indices(&s, 5), top_indices(r, 5));
-                    top1 += usize::from(a[0] == b[0]);
-                    top5 += a.iter().filter(|c| b.contains(c)).count();
-                }
+                .any(|(t, kept)| t.method == tables[0].method && *kept == other)
+            {
+                checks.push((&tables[0], other));
             }
+        }
+    } else if !args.compare_keep.is_empty() {
+        eprintln!("note: --compare-keep needs a sensitivity ranking (--keep-fp32 auto or auto:K); skipped");
+    }
+    let int8_bytes = quantise(&tables[0], &keep)?;
+    if let Some(ort) = ort.as_deref() {
+        let b = progress_bar(quiet, checks.len() + 1, "agreement checks");
+        let mut judge = Judge::new(&pack, ort, &fp32, &val_imgs, load_head(ort)?)?;
+        b.inc(1);
+        for (t, kept) in &checks {
+            let bytes = quantise(t, kept)?;
+            let (emb, _) = embed_with(&pack, ort, Precision::Int8, 1, &bytes, &val_imgs)?;
+            let f = judge.fidelity(&emb)?;
             agreement.push(Agreement {
                 method: t.method.clone(),
-                photos: emb.len(),
-                top1: top1 as f64 / n.max(1) as f64,
-                top5: top5 as f64 / (5 * n).max(1) as f64,
-                cosine_mean: cos.iter().sum::<f64>() / cos.len().max(1) as f64,
-                cosine_min: cos.iter().copied().fold(f64::INFINITY, f64::min),
+                kept_fp32: kept.len(),
+                photos: f.photos,
+                top1: f.top1,
+                top5: f.top5,
+                cosine_mean: f.cosine_mean,
+                cosine_min: f.cosine_min,
                 saturated_tensors: t.tensors.values().filter(|a| a.saturation > 1e-3).count(),
             });
             b.inc(1);
         }
         b.finish_and_clear();
-        // Speed: fp32 and int8 on onnxruntime at 1 and 2 threads, fp32 on tract; runs
-        // interleaved per configuration on the same photos.
+        // Speed: fp32 and int8 (and int8 with every layer quantised, when some stay fp32) on
+        // onnxruntime at 1 and 2 threads, fp32 on tract; on the same photos.
         let timing: Vec<RgbImage> = val_imgs.iter().take(50).cloned().collect();
-        let b = progress_bar(quiet, 5, "speed runs");
+        let mut configs = vec![
+            ("fp32".to_string(), Precision::Fp32, fp32.clone()),
+            ("int8".to_string(), Precision::Int8, int8_bytes.clone()),
+        ];
+        if !keep.is_empty() {
+            configs.push((
+                "int8, no layer in fp32".to_string(),
+                Precision::Int8,
+                quantise(&tables[0], &BTreeSet::new())?,
+            ));
+        }
+        let b = progress_bar(quiet, 2 * configs.len() + 1, "speed runs");
         for threads in [1, 2] {
-            for (precision, bytes) in [(Precision::Fp32, &fp32), (Precision::Int8, &int8_bytes[0])]
-            {
-                let (_, times) = embed_with(&pack, ort, precision, threads, bytes, &timing)?;
+            for (label, precision, bytes) in &configs {
+                let (_, times) = embed_with(&pack, ort, *precision, threads, bytes, &timing)?;
                 speed.push(Speed {
                     backend: "onnxruntime".into(),
-                    precision: precision.to_string(),
+                    precision: label.clone(),
                     threads,
                     runs: times.len(),
                     median_ms: median(times),
@@ -536,7 +567,8 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         validation_photos: val_imgs.len(),
         head: head_name,
         tensors: primary.tensors.len(),
-        kept_fp32: primary.keep_float.iter().cloned().collect(),
+        kept_fp32: primary.keep_fp32.iter().cloned().collect(),
+        sensitivity,
         agreement,
         speed,
         text: text_report,
@@ -607,26 +639,224 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The activations whose quantisation costs the most: each is left in fp32 alone (every other
-/// tensor int8) and the embedding cosine with fp32 measured on calibration photos; the ones that
-/// gain at least SENSITIVITY_MIN_GAIN, best first, up to `max`.
+/// What `--keep-fp32` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeepFp32 {
+    /// Quantise every layer.
+    None,
+    /// The fewest most sensitive layers that reach the cosine target, up to a maximum.
+    Auto,
+    /// The K most sensitive layers.
+    Top(usize),
+    /// These layers, by name.
+    Layers(BTreeSet<String>),
+}
+
+impl std::str::FromStr for KeepFp32 {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        Ok(match s.trim() {
+            "none" | "" => KeepFp32::None,
+            "auto" => KeepFp32::Auto,
+            a if a.starts_with("auto:") => {
+                KeepFp32::Top(a["auto:".len()..].parse().with_context(|| {
+                    format!("--keep-fp32 {a}: K must be a whole number of layers, e.g. auto:2")
+                })?)
+            }
+            names => KeepFp32::Layers(
+                names
+                    .split(',')
+                    .map(|n| n.trim().to_string())
+                    .filter(|n| !n.is_empty())
+                    .collect(),
+            ),
+        })
+    }
+}
+
+/// How close an encoder's outputs are to fp32's on some photos.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Fidelity {
+    pub photos: usize,
+    /// Same top-1 class as fp32 (default head), fraction; 1 without a head.
+    pub top1: f64,
+    /// Overlap of the top-5 classes with fp32's top-5, fraction; 1 without a head.
+    pub top5: f64,
+    pub cosine_mean: f64,
+    pub cosine_min: f64,
+}
+
+/// fp32's embeddings and head scores on some photos, which int8 encoders are compared with.
+struct Judge {
+    reference: Vec<Vec<f32>>,
+    reference_scores: Vec<Vec<f32>>,
+    classifier: Option<Classifier>,
+}
+
+impl Judge {
+    fn new(
+        pack: &Pack,
+        ort: &dyn Backend,
+        fp32: &[u8],
+        photos: &[RgbImage],
+        classifier: Option<Classifier>,
+    ) -> anyhow::Result<Self> {
+        let (reference, _) = embed_with(pack, ort, Precision::Fp32, 1, fp32, photos)?;
+        let classifier = classifier.filter(|c| !matches!(c, Classifier::EncoderOutput));
+        let mut judge = Judge {
+            reference,
+            reference_scores: Vec::new(),
+            classifier,
+        };
+        let mut scores = Vec::new();
+        for i in 0..judge.reference.len() {
+            let e = judge.reference[i].clone();
+            if let Some(s) = judge.scores(&e)? {
+                scores.push(s);
+            }
+        }
+        judge.reference_scores = scores;
+        Ok(judge)
+    }
+
+    fn scores(&mut self, embedding: &[f32]) -> anyhow::Result<Option<Vec<f32>>> {
+        Ok(match self.classifier.as_mut() {
+            Some(c) => Some(c.scores(Some(embedding), None)?),
+            None => None,
+        })
+    }
+
+    /// `embeddings` (of the same photos, in order) against fp32's.
+    fn fidelity(&mut self, embeddings: &[Vec<f32>]) -> anyhow::Result<Fidelity> {
+        let cos: Vec<f64> = embeddings
+            .iter()
+            .zip(&self.reference)
+            .map(|(a, b)| cosine(a, b))
+            .collect();
+        let (mut top1, mut top5, mut n) = (0usize, 0usize, 0usize);
+        for (i, e) in embeddings.iter().enumerate() {
+            let Some(reference) = self.reference_scores.get(i) else {
+                break;
+            };
+            let b = top_indices(reference, 5);
+            if let Some(s) = self.scores(e)? {
+                let a = top_indices(&s, 5);
+                n += 1;
+                top1 += usize::from(a[0] == b[0]);
+                top5 += a.iter().filter(|c| b.contains(c)).count();
+            }
+        }
+        let frac = |hits: usize, of: usize| {
+            if of == 0 {
+                1.0
+            } else {
+                hits as f64 / of as f64
+            }
+        };
+        Ok(Fidelity {
+            photos: embeddings.len(),
+            top1: frac(top1, n),
+            top5: frac(top5, 5 * n),
+            cosine_mean: cos.iter().sum::<f64>() / cos.len().max(1) as f64,
+            cosine_min: cos.iter().copied().fold(f64::INFINITY, f64::min),
+        })
+    }
+}
+
+/// One layer alone left in fp32 (every other layer int8), on the sensitivity photos.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerSensitivity {
+    pub layer: String,
+    pub fidelity: Fidelity,
+    /// Embedding cosine gained over quantising every layer.
+    pub gain: f64,
+}
+
+/// The K most sensitive layers left in fp32, on the sensitivity photos.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeepStep {
+    pub kept: usize,
+    pub fidelity: Fidelity,
+}
+
+/// The sensitivity search: every quantisable layer ranked by what leaving it alone in fp32
+/// gains, then the most sensitive ones kept cumulatively until the target is reached.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sensitivity {
+    /// Calibration photos measured on (never validation photos).
+    pub photos: usize,
+    /// Mean embedding cosine aimed for (infinite for `auto:K`).
+    pub target_cosine: f64,
+    /// Every layer, most sensitive first.
+    pub ranking: Vec<LayerSensitivity>,
+    /// Step 0 is every layer quantised; the last step is the one chosen.
+    pub steps: Vec<KeepStep>,
+}
+
+impl Sensitivity {
+    /// The `k` most sensitive layers.
+    pub fn most_sensitive(&self, k: usize) -> BTreeSet<String> {
+        self.ranking
+            .iter()
+            .take(k)
+            .map(|l| l.layer.clone())
+            .collect()
+    }
+
+    /// The layers chosen: as many as the last step keeps.
+    pub fn kept(&self) -> BTreeSet<String> {
+        self.most_sensitive(self.steps.last().map_or(0, |s| s.kept))
+    }
+}
+
+/// Indices into `cosines` (each layer alone in fp32), largest gain first; ties keep graph
+/// order.
+fn rank_by_cosine(cosines: &[f64]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..cosines.len()).collect();
+    order.sort_by(|&a, &b| cosines[b].total_cmp(&cosines[a]));
+    order
+}
+
+/// Evaluates `cosine_of(k)` for k = 0, 1, ... and stops at the first k whose cosine reaches
+/// `target`, or at `max`; returns every value measured (the last is the choice).
+fn fewest_reaching<T>(
+    target: f64,
+    max: usize,
+    mut measure: impl FnMut(usize) -> anyhow::Result<T>,
+    cosine: impl Fn(&T) -> f64,
+) -> anyhow::Result<Vec<T>> {
+    let mut steps = Vec::new();
+    for k in 0..=max {
+        let m = measure(k)?;
+        let reached = cosine(&m) >= target;
+        steps.push(m);
+        if reached {
+            break;
+        }
+    }
+    Ok(steps)
+}
+
+/// Ranks `layers` by sensitivity on `photos` (calibration photos): each layer alone is left in
+/// fp32, every other one quantised with `table`, and the embedding cosine with fp32 measured.
+/// Then keeps the 0, 1, 2, ... most sensitive in fp32 until the mean cosine reaches `target`,
+/// at most `max`.
 #[allow(clippy::too_many_arguments)]
-fn sensitive_tensors(
+fn sensitivity_of(
     pack: &Pack,
     ort: &dyn Backend,
     model: &dishcam_calibration::qdq::ModelProto,
-    fp32: &[u8],
     table: &CalibrationTable,
+    layers: &[String],
     photos: &[RgbImage],
+    mut judge: Judge,
+    target: f64,
     max: usize,
     quiet: bool,
-) -> anyhow::Result<BTreeSet<String>> {
-    if max == 0 || photos.is_empty() {
-        return Ok(BTreeSet::new());
-    }
-    let (reference, _) = embed_with(pack, ort, Precision::Fp32, 1, fp32, photos)?;
+) -> anyhow::Result<Sensitivity> {
     let amax = table.amax();
-    let mean_cosine = |keep: &BTreeSet<String>| -> anyhow::Result<f64> {
+    let mut measure = |keep: &BTreeSet<String>| -> anyhow::Result<Fidelity> {
         let bytes = qdq::encode(&qdq::quantise_static(
             model,
             &amax,
@@ -635,32 +865,60 @@ fn sensitive_tensors(
             ActivationFormat::OrtU8,
         )?);
         let (emb, _) = embed_with(pack, ort, Precision::Int8, 1, &bytes, photos)?;
-        Ok(emb
-            .iter()
-            .zip(&reference)
-            .map(|(a, b)| cosine(a, b))
-            .sum::<f64>()
-            / emb.len() as f64)
+        judge.fidelity(&emb)
     };
-    let base = mean_cosine(&BTreeSet::new())?;
-    let b = progress_bar(quiet, table.tensors.len(), "sensitivity");
-    let mut gains = Vec::new();
-    for t in table.tensors.keys() {
-        let keep = BTreeSet::from([t.clone()]);
-        gains.push((mean_cosine(&keep)? - base, t.clone()));
+    let base = measure(&BTreeSet::new())?;
+    let b = progress_bar(quiet, layers.len(), "layer sensitivity");
+    let mut alone = Vec::with_capacity(layers.len());
+    for layer in layers {
+        alone.push(measure(&BTreeSet::from([layer.clone()]))?);
         b.inc(1);
     }
     b.finish_and_clear();
-    gains.sort_by(|a, b| b.0.total_cmp(&a.0));
-    for (g, t) in gains.iter().take(5) {
-        log::info!("sensitivity: {t} in fp32 gains {g:.5} cosine");
-    }
-    Ok(gains
+    let cosines: Vec<f64> = alone.iter().map(|f| f.cosine_mean).collect();
+    let ranking: Vec<LayerSensitivity> = rank_by_cosine(&cosines)
         .into_iter()
-        .take(max)
-        .filter(|(g, _)| *g >= SENSITIVITY_MIN_GAIN)
-        .map(|(_, t)| t)
-        .collect())
+        .map(|i| LayerSensitivity {
+            layer: layers[i].clone(),
+            fidelity: alone[i],
+            gain: alone[i].cosine_mean - base.cosine_mean,
+        })
+        .collect();
+    for l in ranking.iter().take(SENSITIVITY_LISTED) {
+        log::info!(
+            "sensitivity: {} in fp32: cosine {:.5} (gain {:.5}), top-1 {:.3}",
+            l.layer,
+            l.fidelity.cosine_mean,
+            l.gain,
+            l.fidelity.top1
+        );
+    }
+    let max = max.min(ranking.len());
+    let steps = fewest_reaching(
+        target,
+        max,
+        |k| {
+            let fidelity = if k == 0 {
+                base
+            } else {
+                let keep = ranking.iter().take(k).map(|l| l.layer.clone()).collect();
+                measure(&keep)?
+            };
+            log::info!(
+                "sensitivity: {k} most sensitive in fp32: cosine {:.5}, top-1 {:.3}",
+                fidelity.cosine_mean,
+                fidelity.top1
+            );
+            Ok(KeepStep { kept: k, fidelity })
+        },
+        |s| s.fidelity.cosine_mean,
+    )?;
+    Ok(Sensitivity {
+        photos: photos.len(),
+        target_cosine: target,
+        ranking,
+        steps,
+    })
 }
 
 /// The `calibration/<run>` directories an overlay manifest names now.
@@ -767,16 +1025,52 @@ pub fn report_markdown(r: &Report) -> String {
         ));
     }
     if !r.agreement.is_empty() {
-        s.push_str("| method | top-1 agreement | top-5 overlap | cosine mean | cosine min | tensors >0.1% clipped |\n|---|---|---|---|---|---|\n");
+        s.push_str("| method | layers in fp32 | top-1 agreement | top-5 overlap | cosine mean | cosine min | tensors >0.1% clipped |\n|---|---|---|---|---|---|---|\n");
         for a in &r.agreement {
             s.push_str(&format!(
-                "| {} | {:.2} % | {:.2} % | {:.4} | {:.4} | {} |\n",
+                "| {} | {} | {:.2} % | {:.2} % | {:.4} | {:.4} | {} |\n",
                 a.method,
+                a.kept_fp32,
                 a.top1 * 100.0,
                 a.top5 * 100.0,
                 a.cosine_mean,
                 a.cosine_min,
                 a.saturated_tensors
+            ));
+        }
+        s.push('\n');
+    }
+    if let Some(sens) = &r.sensitivity {
+        s.push_str(&format!(
+            "Layer sensitivity on {} calibration photos (not the validation photos), each layer alone left in fp32 and every other one int8 ({}); the {} most sensitive:\n\n| layer | cosine mean | gain | top-1 agreement |\n|---|---|---|---|\n",
+            sens.photos,
+            r.method,
+            SENSITIVITY_LISTED.min(sens.ranking.len())
+        ));
+        for l in sens.ranking.iter().take(SENSITIVITY_LISTED) {
+            s.push_str(&format!(
+                "| {} | {:.5} | {:+.5} | {:.1} % |\n",
+                l.layer,
+                l.fidelity.cosine_mean,
+                l.gain,
+                l.fidelity.top1 * 100.0
+            ));
+        }
+        let aim = if sens.target_cosine.is_finite() {
+            format!("until the mean cosine reaches {}", sens.target_cosine)
+        } else {
+            "as many as asked".to_string()
+        };
+        s.push_str(&format!(
+            "\nThe most sensitive layers kept in fp32 together, {aim} (calibration photos):\n\n| layers in fp32 | cosine mean | cosine min | top-1 agreement |\n|---|---|---|---|\n"
+        ));
+        for st in &sens.steps {
+            s.push_str(&format!(
+                "| {} | {:.5} | {:.4} | {:.1} % |\n",
+                st.kept,
+                st.fidelity.cosine_mean,
+                st.fidelity.cosine_min,
+                st.fidelity.top1 * 100.0
             ));
         }
         s.push('\n');
@@ -798,4 +1092,94 @@ pub fn report_markdown(r: &Report) -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_fp32_parses_none_auto_top_k_and_names() {
+        let p = |s: &str| s.parse::<KeepFp32>().unwrap();
+        assert_eq!(p("none"), KeepFp32::None);
+        assert_eq!(p("auto"), KeepFp32::Auto);
+        assert_eq!(p("auto:3"), KeepFp32::Top(3));
+        assert_eq!(p("auto:0"), KeepFp32::Top(0));
+        assert_eq!(
+            p("a#1, b#2,"),
+            KeepFp32::Layers(BTreeSet::from(["a#1".to_string(), "b#2".to_string()]))
+        );
+        let e = "auto:two".parse::<KeepFp32>().unwrap_err().to_string();
+        assert!(e.contains("auto:two") && e.contains("auto:2"), "{e}");
+    }
+
+    #[test]
+    fn layers_rank_by_cosine_with_ties_in_graph_order() {
+        assert_eq!(rank_by_cosine(&[0.99, 0.995, 0.99, 0.999]), [3, 1, 0, 2]);
+        assert!(rank_by_cosine(&[]).is_empty());
+    }
+
+    #[test]
+    fn the_fewest_layers_reaching_the_target_are_chosen() {
+        let curve = [0.990, 0.995, 0.9991, 0.9995];
+        let mut asked = Vec::new();
+        let steps = fewest_reaching(
+            0.999,
+            3,
+            |k| {
+                asked.push(k);
+                Ok(curve[k])
+            },
+            |c| *c,
+        )
+        .unwrap();
+        assert_eq!(steps, [0.990, 0.995, 0.9991]);
+        assert_eq!(asked, [0, 1, 2], "stops at the first k that reaches it");
+        // Already reached with every layer quantised: nothing kept.
+        assert_eq!(
+            fewest_reaching(0.98, 3, |k| Ok(curve[k]), |c| *c)
+                .unwrap()
+                .len(),
+            1
+        );
+        // Never reached: stops at the maximum.
+        let steps = fewest_reaching(1.0, 2, |k| Ok(curve[k]), |c| *c).unwrap();
+        assert_eq!(steps.len(), 3);
+        // auto:K (an infinite target) measures 0..=K.
+        assert_eq!(
+            fewest_reaching(f64::INFINITY, 3, |k| Ok(curve[k]), |c| *c)
+                .unwrap()
+                .len(),
+            4
+        );
+    }
+
+    #[test]
+    fn the_sensitivity_keeps_as_many_as_its_last_step() {
+        let f = Fidelity {
+            photos: 1,
+            top1: 1.0,
+            top5: 1.0,
+            cosine_mean: 0.99,
+            cosine_min: 0.99,
+        };
+        let layer = |name: &str| LayerSensitivity {
+            layer: name.into(),
+            fidelity: f,
+            gain: 0.0,
+        };
+        let step = |kept| KeepStep { kept, fidelity: f };
+        let s = Sensitivity {
+            photos: 1,
+            target_cosine: 0.999,
+            ranking: vec![layer("stem"), layer("head"), layer("add")],
+            steps: vec![step(0), step(1), step(2)],
+        };
+        assert_eq!(
+            s.kept(),
+            BTreeSet::from(["stem".to_string(), "head".to_string()])
+        );
+        assert_eq!(s.most_sensitive(0), BTreeSet::new());
+        assert_eq!(s.most_sensitive(9).len(), 3);
+    }
 }

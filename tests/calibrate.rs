@@ -277,7 +277,7 @@ fn frames_saved_by_watch_calibrate_the_pack() {
         "--holdout",
         "0.1",
         "--keep-fp32",
-        "none",
+        "_conv_stem#1,_conv_head#90",
         "--out",
         out.to_str().unwrap(),
         "--json",
@@ -285,7 +285,40 @@ fn frames_saved_by_watch_calibrate_the_pack() {
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["calibration_photos"], 32);
-    assert!(walk(&out)
-        .iter()
-        .any(|p| p.ends_with("image_encoder.int8.onnx")));
+    assert_eq!(
+        r["kept_fp32"],
+        serde_json::json!(["_conv_head#90", "_conv_stem#1"])
+    );
+    let files = walk(&out);
+    assert!(files.iter().any(|p| p.ends_with("image_encoder.int8.onnx")));
+
+    // The table records the layers kept in fp32 (so `models pull` rebuilds the same variant),
+    // and the TensorRT cache has no range for the inputs only they read.
+    let find = |suffix: &str| {
+        let p = files
+            .iter()
+            .find(|p| p.to_string_lossy().ends_with(suffix))
+            .unwrap_or_else(|| panic!("no {suffix} in {files:?}"));
+        std::fs::read_to_string(p).unwrap()
+    };
+    let table: serde_json::Value =
+        serde_json::from_str(&find("image_encoder.calibration.json")).unwrap();
+    assert_eq!(table["keep_fp32"], r["kept_fp32"]);
+    let cache = dishcam_calibration::CalibrationCache::parse(&find(".calib")).unwrap();
+    assert!(cache.scale_of("pixels").is_none());
+    assert!(cache.scale_of("_blocks.15._project_conv:89").is_none());
+    assert!(cache.scale_of("stem_relu6:2").is_some());
+}
+
+#[test]
+fn an_unknown_fp32_layer_names_it_before_any_work() {
+    let env = Env::new();
+    let o = env.run(&[
+        "calibrate",
+        "--images",
+        "/nonexistent",
+        "--keep-fp32",
+        "stem_relu6:2",
+    ]);
+    assert_fails_with(&o, &["stem_relu6:2", "not a quantisable layer"]);
 }

@@ -55,19 +55,25 @@ pub fn write_image_int8(
         fp32,
         &amax,
         means,
-        &table.keep_float,
+        &table.keep_fp32,
         ActivationFormat::OrtU8,
     )?);
     let trt = qdq::encode(&qdq::quantise_static(
         fp32,
         &amax,
         means,
-        &table.keep_float,
+        &table.keep_fp32,
         ActivationFormat::Int8Symmetric,
     )?);
+    // Layers kept in fp32 get no Q/DQ in the TensorRT model either, and their inputs no cache
+    // entry: TensorRT runs a layer without a range in higher precision.
     let mut cache = CalibrationCache::new(trt_version);
-    for (name, a) in &table.tensors {
-        cache.push_amax(name.clone(), a.amax);
+    for name in qdq::quantised_tensors(fp32, &table.keep_fp32)? {
+        let a = table
+            .tensors
+            .get(&name)
+            .ok_or_else(|| QdqError::MissingAmax(name.clone()))?;
+        cache.push_amax(name, a.amax);
     }
     let table_json = serde_json::to_string_pretty(table).expect("tables serialise");
     let mut artefacts = extra;

@@ -231,9 +231,11 @@ pub struct CalibrationTable {
     /// sha256 of the fp32 ONNX the table was computed on.
     pub model_sha256: String,
     pub tensors: BTreeMap<String, TensorAmax>,
-    /// Tensors left in fp32 (the most sensitive ones; see `dishcam calibrate --keep-fp32`).
+    /// Layers (node names, see [`qdq::quantisable_layers`]) left in fp32: no Q/DQ on their
+    /// weights or inputs, and no TensorRT cache entry for inputs only they read. The most
+    /// sensitive layers; see `dishcam calibrate --keep-fp32`.
     #[serde(default)]
-    pub keep_float: BTreeSet<String>,
+    pub keep_fp32: BTreeSet<String>,
     /// Per-channel means of the calibrated tensors (bias correction).
     #[serde(default)]
     pub channel_means: BTreeMap<String, Vec<f32>>,
@@ -282,7 +284,7 @@ impl CalibrationTable {
             data: data.to_string(),
             model_sha256: model_sha256.to_string(),
             tensors,
-            keep_float: BTreeSet::new(),
+            keep_fp32: BTreeSet::new(),
             channel_means: stats.channel_means.clone(),
         })
     }

@@ -32,6 +32,8 @@ pub enum QdqError {
     Weight { name: String, problem: String },
     #[error("the model has nothing to quantise (no Conv, Gemm or MatMul with constant weights)")]
     NothingToQuantise,
+    #[error("'{0}' is not a Conv, Gemm, MatMul or Add node of this model, so it cannot be kept in fp32; the calibration report lists the layers by sensitivity")]
+    UnknownLayer(String),
 }
 
 /// How activations are stored.
@@ -174,18 +176,80 @@ fn activation_inputs<'a>(n: &'a NodeProto, g: &'a GraphProto, index: &Index<'a>)
     out
 }
 
-/// Whether node `i` reads quantised tensors through their dequantised copy: the quantised ops,
-/// and the zero Pads in front of a Conv.
-fn reads_dequantised(g: &GraphProto, index: &Index<'_>, i: usize) -> bool {
+/// Whether node `i` reads quantised tensors through their dequantised copy: the quantised ops
+/// not kept in fp32, and the zero Pads in front of such a Conv.
+fn reads_dequantised(g: &GraphProto, index: &Index<'_>, kept: &HashSet<usize>, i: usize) -> bool {
     let n = &g.node[i];
+    if kept.contains(&i) {
+        return false;
+    }
     QUANTISED_OPS.contains(&n.op_type.as_str())
         || (n.op_type == "Pad"
             && n.output.first().is_some_and(|y| {
                 index.zero_pad_producing(g, y).is_some()
                     && index.consumers[y.as_str()]
                         .iter()
-                        .all(|&c| g.node[c].op_type == "Conv")
+                        .all(|&c| g.node[c].op_type == "Conv" && !kept.contains(&c))
             }))
+}
+
+/// A layer's name: its node name, or its first output when the node has no name.
+fn layer_name(n: &NodeProto) -> &str {
+    if n.name.is_empty() {
+        n.output.first().map_or("", String::as_str)
+    } else {
+        &n.name
+    }
+}
+
+/// The layers that can be quantised (Conv, Gemm, MatMul, Add nodes), in graph order, by node
+/// name (the first output's name for an unnamed node). These are the names `keep_fp32` takes.
+pub fn quantisable_layers(model: &ModelProto) -> Result<Vec<String>, QdqError> {
+    Ok(graph(model)?
+        .node
+        .iter()
+        .filter(|n| QUANTISED_OPS.contains(&n.op_type.as_str()))
+        .map(|n| layer_name(n).to_string())
+        .collect())
+}
+
+/// Indices of the nodes named in `keep_fp32`; every name must be a quantisable layer.
+fn kept_nodes(g: &GraphProto, keep_fp32: &BTreeSet<String>) -> Result<HashSet<usize>, QdqError> {
+    let by_name: HashMap<&str, usize> = g
+        .node
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| QUANTISED_OPS.contains(&n.op_type.as_str()))
+        .map(|(i, n)| (layer_name(n), i))
+        .collect();
+    keep_fp32
+        .iter()
+        .map(|k| {
+            by_name
+                .get(k.as_str())
+                .copied()
+                .ok_or_else(|| QdqError::UnknownLayer(k.clone()))
+        })
+        .collect()
+}
+
+/// The data inputs of the quantised ops not in `kept`, in graph order, each once.
+fn quantised_inputs(g: &GraphProto, index: &Index<'_>, kept: &HashSet<usize>) -> Vec<String> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (_, n) in g
+        .node
+        .iter()
+        .enumerate()
+        .filter(|(i, n)| QUANTISED_OPS.contains(&n.op_type.as_str()) && !kept.contains(i))
+    {
+        for x in activation_inputs(n, g, index) {
+            if seen.insert(x) {
+                out.push(x.to_string());
+            }
+        }
+    }
+    out
 }
 
 /// The activation tensors to calibrate, in graph order: the data inputs of the quantised ops.
@@ -194,24 +258,23 @@ fn reads_dequantised(g: &GraphProto, index: &Index<'_>, i: usize) -> bool {
 /// between two quantised ops is absorbed; its output is then the tensor calibrated.
 pub fn calibration_tensors(model: &ModelProto) -> Result<Vec<String>, QdqError> {
     let g = graph(model)?;
-    let index = Index::new(g);
-    let mut seen = HashSet::new();
-    let mut out = Vec::new();
-    for n in g
-        .node
-        .iter()
-        .filter(|n| QUANTISED_OPS.contains(&n.op_type.as_str()))
-    {
-        for x in activation_inputs(n, g, &index) {
-            if seen.insert(x.to_string()) {
-                out.push(x.to_string());
-            }
-        }
-    }
+    let out = quantised_inputs(g, &Index::new(g), &HashSet::new());
     if out.is_empty() {
         return Err(QdqError::NothingToQuantise);
     }
     Ok(out)
+}
+
+/// The activation tensors [`quantise_static`] quantises when the layers in `keep_fp32` stay
+/// fp32: the calibration tensors that some quantised layer still reads. The others get no
+/// Q/DQ and no entry in a TensorRT calibration cache.
+pub fn quantised_tensors(
+    model: &ModelProto,
+    keep_fp32: &BTreeSet<String>,
+) -> Result<Vec<String>, QdqError> {
+    let g = graph(model)?;
+    let kept = kept_nodes(g, keep_fp32)?;
+    Ok(quantised_inputs(g, &Index::new(g), &kept))
 }
 
 /// Outputs of bounded activations (`Clip(0, c)`, e.g. ReLU6) with their bound `c`. Their range
@@ -452,17 +515,20 @@ struct ActParams {
 /// fp32 from 0.992 to 0.9975 and Food-101 top-1 agreement from 95 % to 97 % (200 held-out
 /// photos).
 ///
-/// Tensors in `keep_float` stay fp32 (with the ops around them), for layers too sensitive to
-/// quantise.
+/// Layers named in `keep_fp32` (see [`quantisable_layers`]) stay fp32, for layers too sensitive
+/// to quantise: their weights and bias stay float and they read their inputs unquantised (no
+/// Q/DQ in front of them; a tensor that a quantised layer also reads keeps its Q/DQ for that
+/// reader). A Relu/Clip whose output a kept layer reads is not absorbed.
 pub fn quantise_static(
     model: &ModelProto,
     amax: &BTreeMap<String, f32>,
     channel_means: &BTreeMap<String, Vec<f32>>,
-    keep_float: &BTreeSet<String>,
+    keep_fp32: &BTreeSet<String>,
     format: ActivationFormat,
 ) -> Result<ModelProto, QdqError> {
     let src = graph(model)?;
     let index = Index::new(src);
+    let kept = kept_nodes(src, keep_fp32)?;
     let get_amax = |t: &str| -> Result<f32, QdqError> {
         amax.get(t)
             .copied()
@@ -485,11 +551,10 @@ pub fn quantise_static(
             // The clamp moves into the uint8 quantisation, so every reader of the activation
             // must read the quantised copy.
             let all_quantised = !index.outputs.contains(act_out.as_str())
-                && !keep_float.contains(&act_out)
                 && index
                     .consumers
                     .get(act_out.as_str())
-                    .is_some_and(|c| c.iter().all(|&i| reads_dequantised(src, &index, i)));
+                    .is_some_and(|c| c.iter().all(|&i| reads_dequantised(src, &index, &kept, i)));
             if format == ActivationFormat::OrtU8 && all_quantised {
                 absorbed.insert(r);
                 rename.insert(y.clone(), act_out);
@@ -498,8 +563,7 @@ pub fn quantise_static(
     }
 
     // 2. Activations to quantise: the data inputs of the quantised ops.
-    let mut quantised = calibration_tensors(model)?;
-    quantised.retain(|t| !keep_float.contains(t));
+    let quantised = quantised_inputs(src, &index, &kept);
     let mut params: HashMap<String, ActParams> = HashMap::new();
     for t in &quantised {
         let a = get_amax(t)?;
@@ -591,6 +655,7 @@ pub fn quantise_static(
             "MatMul" => Some(1),
             _ => None,
         };
+        let weight_axis = weight_axis.filter(|_| !kept.contains(&i));
         if let (Some(axis), Some(w)) = (weight_axis, n.input.get(1).cloned()) {
             if let Some(t) = index.initialisers.get(w.as_str()) {
                 let values = f32_values(t).map_err(|problem| QdqError::Weight {
@@ -654,7 +719,7 @@ pub fn quantise_static(
         }
         // Bias of Conv/Gemm: int32 with scale = input scale x weight scale, as onnxruntime's
         // int8 kernels take it.
-        if matches!(n.op_type.as_str(), "Conv" | "Gemm") {
+        if matches!(n.op_type.as_str(), "Conv" | "Gemm") && !kept.contains(&i) {
             if let (Some(b), Some(x)) = (
                 n.input.get(2).cloned(),
                 n.input.first().map(|_| data_input(&n)),
@@ -712,7 +777,7 @@ pub fn quantise_static(
         }
         // Quantised ops read the dequantised copy; other ops (and graph outputs) keep the float
         // tensor, so embeddings and logits are not rounded to 8 bits.
-        if reads_dequantised(src, &index, i) {
+        if reads_dequantised(src, &index, &kept, i) {
             for x in n.input.iter_mut() {
                 if params.contains_key(x.as_str()) {
                     *x = dq_name(x);
@@ -977,6 +1042,57 @@ mod tests {
         )
         .unwrap();
         assert!(t.graph.unwrap().node.iter().any(|n| n.op_type == "Clip"));
+    }
+
+    #[test]
+    fn a_layer_kept_in_fp32_keeps_its_weights_and_reads_float_inputs() {
+        let m = exported_like();
+        let amax = BTreeMap::from([("x".to_string(), 2.0), ("c1".to_string(), 6.0)]);
+        let q = |keep: &[&str], format| {
+            let keep: BTreeSet<String> = keep.iter().map(|k| k.to_string()).collect();
+            quantise_static(&m, &amax, &BTreeMap::new(), &keep, format)
+                .unwrap()
+                .graph
+                .unwrap()
+        };
+        assert_eq!(quantisable_layers(&m).unwrap(), ["conv1", "conv2"]);
+        for format in [ActivationFormat::OrtU8, ActivationFormat::Int8Symmetric] {
+            // conv2 kept: its input c1 gets no Q/DQ, the Clip stays (the kept layer needs the
+            // clamp), the Pad and conv2 read float, conv2's weights and bias stay float.
+            let g = q(&["conv2"], format);
+            let by_name = |name: &str| g.node.iter().find(|n| n.name == name).unwrap();
+            assert!(!g.node.iter().any(|n| n.name == "c1_Q"), "{format:?}");
+            assert!(g.node.iter().any(|n| n.op_type == "Clip"), "{format:?}");
+            assert_eq!(by_name("pad").input[0], "c1");
+            assert_eq!(by_name("conv2").input[1..], ["w2", "b2"]);
+            assert!(g.initializer.iter().any(|t| t.name == "w2"));
+            assert_eq!(by_name("conv1").input[..2], ["x_dq", "w1_dq"]);
+
+            // conv1 kept: it reads x and its weights float; c1 is still quantised for conv2.
+            let g = q(&["conv1"], format);
+            let by_name = |name: &str| g.node.iter().find(|n| n.name == name).unwrap();
+            assert_eq!(by_name("conv1").input, ["x", "w1", "b1"]);
+            assert!(!g.node.iter().any(|n| n.name == "x_Q"));
+            assert_eq!(by_name("pad").input[0], "c1_dq");
+        }
+        let keep = |k: &[&str]| k.iter().map(|k| k.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(quantised_tensors(&m, &keep(&["conv2"])).unwrap(), ["x"]);
+        assert_eq!(quantised_tensors(&m, &keep(&["conv1"])).unwrap(), ["c1"]);
+        assert!(quantised_tensors(&m, &keep(&["conv1", "conv2"]))
+            .unwrap()
+            .is_empty());
+        let err = quantise_static(
+            &m,
+            &amax,
+            &BTreeMap::new(),
+            &keep(&["relu6"]),
+            ActivationFormat::OrtU8,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, QdqError::UnknownLayer(n) if n == "relu6"),
+            "{err}"
+        );
     }
 
     #[test]
