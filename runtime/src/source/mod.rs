@@ -8,16 +8,24 @@
 //! - `synthetic://?fps=30&size=640x480[&frames=N][&scene_every=K]`: a moving test pattern;
 //! - `file://photo.jpg` or a bare image path: one frame (repeated when looping);
 //! - `dir://DIR`, `dir://DIR/*.jpg` or a bare directory path: each image file in name order;
-//! - `v4l2:///dev/video0` (feature `camera-v4l`), `csi://0` and `gst://PIPELINE` (feature
-//!   `camera-gst`): cameras, not implemented yet.
+//! - `file://clip.mp4` (also .avi, .mkv, .webm, .mov; feature `camera-gst`): a video file;
+//! - `v4l2:///dev/video0?width=&height=&fps=&format=yuyv|mjpeg|nv12` (feature `camera-v4l`): a
+//!   USB/UVC camera;
+//! - `csi://0?width=&height=&fps=` and `gst://PIPELINE` (feature `camera-gst`): a Jetson CSI
+//!   camera through `nvarguscamerasrc`, or any GStreamer pipeline.
 
 mod camera;
 mod glob;
+#[cfg(feature = "camera-gst")]
+mod gst;
 mod pace;
+mod pixfmt;
 mod shape;
 mod still;
 mod synthetic;
 mod uri;
+#[cfg(feature = "camera-v4l")]
+mod v4l2;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -25,6 +33,7 @@ use std::time::{Duration, Instant};
 use crate::image_io::{ImageError, DEFAULT_MAX_PIXELS};
 
 pub use glob::glob_match;
+pub use pixfmt::{choose_format, PixelError, PixelFormat};
 pub use shape::{flip_in_place, output_size};
 pub use still::{DirSource, FileSource};
 pub use synthetic::{render_pattern, SyntheticConfig, SyntheticSource, SCENES};
@@ -210,6 +219,14 @@ pub enum SourceError {
     },
     #[error("{uri}: {reason}")]
     Unsupported { uri: String, reason: String },
+    /// The camera went away mid-stream (unplugged, driver reset); reopening may work.
+    #[error(
+        "{uri}: camera disconnected ({reason}); check the cable and power, then reopen the source"
+    )]
+    Disconnected { uri: String, reason: String },
+    /// Capture failed (a driver call, a GStreamer pipeline error); the reason says where.
+    #[error("{uri}: {reason}")]
+    Capture { uri: String, reason: String },
     #[error("cannot resize {from:?} to {to:?}: {reason}")]
     Resize {
         from: (u32, u32),
@@ -227,16 +244,9 @@ pub fn open(uri: &str, opts: &SourceOptions) -> Result<Box<dyn FrameSource>, Sou
         uri::Spec::Dir { dir, pattern } => {
             Ok(Box::new(DirSource::open(&dir, pattern.as_deref(), opts)?))
         }
-        uri::Spec::Camera { scheme, feature } => Err(camera::unavailable(uri, scheme, feature)),
-        uri::Spec::Video(path) => Err(SourceError::NotBuilt {
-            uri: uri.to_string(),
-            scheme: "file".to_string(),
-            feature: "video",
-            hint: format!(
-                "video decoding is planned behind a future `video` feature and not available yet; \
-                 extract frames (e.g. `ffmpeg -i {} frames/%05d.jpg`) and pass dir://frames",
-                path.display()
-            ),
-        }),
+        uri::Spec::Video(path) => camera::open_video(uri, &path, opts),
+        uri::Spec::V4l2(cfg) => camera::open_v4l2(uri, cfg, opts),
+        uri::Spec::Csi(cfg) => camera::open_csi(uri, cfg, opts),
+        uri::Spec::Gst(pipeline) => camera::open_gst(uri, &pipeline, opts),
     }
 }
