@@ -19,7 +19,7 @@ mod glob;
 #[cfg(feature = "camera-gst")]
 mod gst;
 mod pace;
-mod pixfmt;
+pub mod pixfmt;
 mod shape;
 mod still;
 mod synthetic;

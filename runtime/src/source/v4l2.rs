@@ -162,9 +162,7 @@ impl V4l2Source {
                 fourcc_list(&offered)
             )));
         }
-        if (cfg.width.is_some() || cfg.height.is_some())
-            && (Some(got.width) != cfg.width.or(Some(got.width))
-                || Some(got.height) != cfg.height.or(Some(got.height)))
+        if cfg.width.is_some_and(|w| w != got.width) || cfg.height.is_some_and(|h| h != got.height)
         {
             log::warn!(
                 "{uri}: asked for {}x{}, the camera gives {}x{}",
