@@ -10,6 +10,14 @@ command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 # The browser test of `dishcam serve` (tests/serve_browser.rs) drives headless Chromium.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
+# The camera features: `camera-v4l` runs bindgen over the V4L2 headers (libclang);
+# `camera-gst` links GStreamer (found with pkg-config), and its tests decode with the base and
+# good plugins (videotestsrc, videoconvert, jpegenc/jpegdec, avimux/avidemux).
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+for pkg in libclang-dev libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev \
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}"

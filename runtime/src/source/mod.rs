@@ -9,17 +9,25 @@
 //!   moving test pattern (`fail_after` simulates a camera that drops off for `down_ms`);
 //! - `file://photo.jpg` or a bare image path: one frame (repeated when looping);
 //! - `dir://DIR`, `dir://DIR/*.jpg` or a bare directory path: each image file in name order;
-//! - `v4l2:///dev/video0` (feature `camera-v4l`), `csi://0` and `gst://PIPELINE` (feature
-//!   `camera-gst`): cameras, not implemented yet.
+//! - `file://clip.mp4` (also .avi, .mkv, .webm, .mov; feature `camera-gst`): a video file;
+//! - `v4l2:///dev/video0?width=&height=&fps=&format=yuyv|mjpeg|nv12` (feature `camera-v4l`): a
+//!   USB/UVC camera;
+//! - `csi://0?width=&height=&fps=` and `gst://PIPELINE` (feature `camera-gst`): a Jetson CSI
+//!   camera through `nvarguscamerasrc`, or any GStreamer pipeline.
 
 mod camera;
 mod glob;
+#[cfg(feature = "camera-gst")]
+mod gst;
 mod pace;
+pub mod pixfmt;
 mod reconnect;
 mod shape;
 mod still;
 mod synthetic;
 mod uri;
+#[cfg(feature = "camera-v4l")]
+mod v4l2;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,6 +36,7 @@ use std::time::{Duration, Instant};
 use crate::image_io::{ImageError, DEFAULT_MAX_PIXELS};
 
 pub use glob::glob_match;
+pub use pixfmt::{choose_format, PixelError, PixelFormat};
 pub use reconnect::{Backoff, Outage, Reconnecting, SourceHealth};
 pub use shape::{flip_in_place, output_size};
 pub use still::{DirSource, FileSource};
@@ -225,6 +234,9 @@ pub enum SourceError {
     /// The camera went away mid-stream (unplugged, driver reset); [`Reconnecting`] retries.
     #[error("{uri}: camera disconnected ({reason}); check the cable and the device, or keep `--on-disconnect retry` (the default) to reconnect when it returns")]
     Disconnected { uri: String, reason: String },
+    /// Capture failed (a driver call, a GStreamer pipeline error); the reason says where.
+    #[error("{uri}: {reason}")]
+    Capture { uri: String, reason: String },
     #[error("cannot resize {from:?} to {to:?}: {reason}")]
     Resize {
         from: (u32, u32),
@@ -261,16 +273,27 @@ pub fn open(uri: &str, opts: &SourceOptions) -> Result<Box<dyn FrameSource>, Sou
         uri::Spec::Dir { dir, pattern } => {
             Ok(Box::new(DirSource::open(&dir, pattern.as_deref(), opts)?))
         }
-        uri::Spec::Camera { scheme, feature } => Err(camera::unavailable(uri, scheme, feature)),
-        uri::Spec::Video(path) => Err(SourceError::NotBuilt {
-            uri: uri.to_string(),
-            scheme: "file".to_string(),
-            feature: "video",
-            hint: format!(
-                "video decoding is planned behind a future `video` feature and not available yet; \
-                 extract frames (e.g. `ffmpeg -i {} frames/%05d.jpg`) and pass dir://frames",
-                path.display()
-            ),
+        uri::Spec::Video(path) => camera::open_video(uri, &path, opts),
+        // Cameras are reopened when they drop off.
+        uri::Spec::V4l2(cfg) => reconnecting(uri, opts, move |u, o| {
+            camera::open_v4l2(u, cfg.clone(), o)
         }),
+        uri::Spec::Csi(cfg) => {
+            reconnecting(uri, opts, move |u, o| camera::open_csi(u, cfg.clone(), o))
+        }
+        uri::Spec::Gst(pipeline) => {
+            reconnecting(uri, opts, move |u, o| camera::open_gst(u, &pipeline, o))
+        }
     }
+}
+
+/// `open` wrapped in a [`Reconnecting`] source with the options' backoff.
+fn reconnecting(
+    uri: &str,
+    opts: &SourceOptions,
+    open: impl Fn(&str, &SourceOptions) -> Result<Box<dyn FrameSource>, SourceError> + Send + 'static,
+) -> Result<Box<dyn FrameSource>, SourceError> {
+    let (u, o) = (uri.to_string(), opts.clone());
+    let opener: reconnect::Opener = Box::new(move || open(&u, &o));
+    Ok(Box::new(Reconnecting::new(uri, opener, opts.reconnect)?))
 }
