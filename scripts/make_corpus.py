@@ -80,7 +80,8 @@ def jpeg_claiming(w, h):
     struct.pack_into(">HH", sof, 5, h, w)
     sos = good.index(b"\xff\xda")
     sos_end = sos + 2 + struct.unpack(">H", good[sos + 2 : sos + 4])[0]
-    return good[:i] + bytes(sof) + good[i + len(sof) : sos_end + 64]
+    # Ends with EOI, so the size check (not the cut-short check) is what refuses it.
+    return good[:i] + bytes(sof) + good[i + len(sof) : sos_end + 64] + b"\xff\xd9"
 
 
 def images():
@@ -248,7 +249,9 @@ def recipes():
     put("recipes/ok/one.jsonld", text.encode(), {"expect": "ok", "imported": 1})
     put("recipes/bad/truncated.jsonld", text[: len(text) // 2].encode(), err("truncated.jsonld"))
     put("recipes/bad/empty.jsonld", b"", err("empty.jsonld"))
-    put("recipes/bad/wrong_shape.jsonld", json.dumps({"@type": "Recipe", "name": 5, "recipeIngredient": "x"}).encode(), err("wrong_shape.jsonld"))
+    put("recipes/bad/wrong_shape.jsonld", json.dumps([1, "two", None, [3]]).encode(), err("wrong_shape.jsonld"))
+    # Lenient where the meaning is clear: a numeric name and a single ingredient string.
+    put("recipes/ok/loose_types.jsonld", json.dumps({"@type": "Recipe", "name": 5, "recipeIngredient": "x"}).encode(), {"expect": "ok", "imported": 1})
     mixed = [dict(good, name="Corpus Mixed Soup"), {"@type": "Recipe"}, {"@type": "Recipe", "name": "No Ingredients"}, dict(good, name="Corpus Bean Stew")]
     put("recipes/ok/mixed.jsonld", json.dumps(mixed).encode(), {"expect": "ok", "imported": 2, "skipped": 2})
     put("recipes/bad/no_recipe.html", b"<html><head><title>A blog</title></head><body>No recipe here.</body></html>", err("no_recipe.html"))
@@ -258,7 +261,8 @@ def recipes():
     row = '"Corpus Pancakes","[""1 cup flour"", ""1 egg""]","[""Mix."", ""Fry.""]",example/p,Gathered,"[""flour"", ""egg""]"\n'
     put("recipes/ok/nlg.csv", (header + row).encode(), {"expect": "ok", "imported": 1})
     broken = header + row + '"Broken quote,"[""x""],"[""y""]",l,s,"[]"\n' + row.replace("Pancakes", "Waffles")
-    put("recipes/bad/broken_quoting.csv", broken.encode(), err("broken_quoting.csv"))
+    # The broken row is skipped and counted; the rows around it import.
+    put("recipes/ok/broken_quoting.csv", broken.encode(), {"expect": "ok", "imported": 2, "skipped": 1})
     put("recipes/ok/latin1.csv", (header + row.replace("Pancakes", "Crêpes")).encode("latin-1"), {"expect": "ok", "imported": 1})
     layer1 = [{"id": "c0ffee01", "title": "Corpus Rice", "ingredients": [{"text": "1 cup rice"}], "instructions": [{"text": "Boil."}], "partition": "train", "url": "x"}]
     put("recipes/ok/layer1.json", json.dumps(layer1).encode(), {"expect": "ok", "imported": 1})

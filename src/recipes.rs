@@ -303,6 +303,18 @@ fn import(a: &ImportArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         bar.set_position(p.bytes_read);
     })?;
     bar.finish_and_clear();
+    // Nothing usable in the input (not merely recipes already imported): an error, so scripts
+    // notice, naming the first problem. The store was not changed.
+    let unusable = report.skip_reasons.keys().any(|k| k != "duplicate");
+    if report.imported == 0 && unusable {
+        let first = report.errors.first().map_or(String::new(), |e| {
+            format!(": {}#{}: {}", e.file.display(), e.record, e.message)
+        });
+        bail!(
+            "no recipe imported, {} record(s) skipped{first}; check the file and its format (--format recipe1m|recipenlg|jsonld|jsonl)",
+            report.skipped
+        );
+    }
     let backend = a.engine.backend()?;
     let opts = a.engine.load_options()?;
     let indexed = build_index(&pack, backend.as_ref(), &opts, quiet)?;
