@@ -141,6 +141,30 @@ pub struct Pack {
     overlay_files: HashSet<String>,
 }
 
+/// Parses and validates the bytes of a `pack.toml` (everything [`Pack::open_dir`] checks before
+/// it looks at overlays or files); `path` names the manifest in errors.
+pub fn parse_manifest(path: &Path, bytes: &[u8]) -> Result<Manifest, PackError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| PackError::Manifest {
+        path: path.display().to_string(),
+        message: "is not UTF-8 text".into(),
+    })?;
+    let manifest = Manifest::from_toml(text).map_err(|e| PackError::Manifest {
+        path: path.display().to_string(),
+        message: format!(
+            "{}; fix the field or re-create the pack",
+            e.message().trim()
+        ) + &line_hint(text, e.span()),
+    })?;
+    let problems = manifest.validate();
+    if !problems.is_empty() {
+        return Err(PackError::Invalid {
+            path: path.display().to_string(),
+            problems: join_problems(&problems),
+        });
+    }
+    Ok(manifest)
+}
+
 impl Pack {
     /// Opens `spec`: a pack directory, a `pack.toml` path, or the name of an installed pack.
     pub fn open(spec: &str, home: &Home) -> Result<Pack, PackError> {
@@ -178,24 +202,7 @@ impl Pack {
         let mpath = dir.join(MANIFEST);
         let text = fs::read(&mpath).map_err(io_err(&mpath))?;
         let manifest_sha256 = hex::encode(Sha256::digest(&text));
-        let text = String::from_utf8(text).map_err(|_| PackError::Manifest {
-            path: mpath.display().to_string(),
-            message: "is not UTF-8 text".into(),
-        })?;
-        let mut manifest = Manifest::from_toml(&text).map_err(|e| PackError::Manifest {
-            path: mpath.display().to_string(),
-            message: format!(
-                "{}; fix the field or re-create the pack",
-                e.message().trim()
-            ) + &line_hint(&text, e.span()),
-        })?;
-        let problems = manifest.validate();
-        if !problems.is_empty() {
-            return Err(PackError::Invalid {
-                path: mpath.display().to_string(),
-                problems: join_problems(&problems),
-            });
-        }
+        let mut manifest = parse_manifest(&mpath, &text)?;
         let overlay_dir =
             home.overlays()
                 .join(format!("{}-{}", manifest.name, &manifest_sha256[..16]));

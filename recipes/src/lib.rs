@@ -16,7 +16,9 @@ pub mod normalize;
 pub mod text;
 
 pub use error::{RecipeError, Result, REBUILD_COMMAND};
-pub use import::{detect_format, import_files, import_into_store, Format, ImportReport, Progress};
+pub use import::{
+    detect_format, import_bytes, import_files, import_into_store, Format, ImportReport, Progress,
+};
 pub use model::{
     content_id, embedding_text, read_jsonl, source_id, write_jsonl, Recipe, RecipeStore,
 };

@@ -617,6 +617,78 @@ mod tests {
         }
     }
 
+    /// The `multipart` fuzz corpus (tests/corpus/fuzz/multipart: the first line of a file is the
+    /// Content-Type, the rest the body) through `read_form` behind the real body limit, then the
+    /// `image` file through the decoder: every input is answered 2xx or 4xx with an error message.
+    #[test]
+    fn multipart_fuzz_corpus_gives_client_errors() {
+        use super::*;
+        use tower::ServiceExt;
+
+        async fn upload(form: Result<Multipart, MultipartRejection>) -> ApiResult<&'static str> {
+            let form = read_form(form).await?;
+            let (_, file, bytes) = form
+                .files
+                .iter()
+                .find(|(n, _, _)| n == "image")
+                .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "no `image` file field"))?;
+            let decode = dishcam_runtime::image_io::DecodeOptions::default();
+            dishcam_runtime::image_io::decode_bytes(bytes, file, &decode)
+                .map_err(|e| ApiError::from(EngineError::Image(e)))?;
+            Ok("decoded")
+        }
+
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/fuzz/multipart");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.expect("a directory entry").path())
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "{}: no inputs", dir.display());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let mut statuses = Vec::new();
+        for path in files {
+            let data = std::fs::read(&path).expect("a corpus file");
+            let (content_type, body) = match data.iter().position(|&b| b == b'\n') {
+                Some(i) => (&data[..i], &data[i + 1..]),
+                None => (&b"multipart/form-data; boundary=X"[..], &data[..]),
+            };
+            let app = Router::new()
+                .route("/api/classify", post(upload))
+                .layer(DefaultBodyLimit::max(BODY_LIMIT));
+            let mut req = axum::http::Request::builder()
+                .method("POST")
+                .uri("/api/classify");
+            if let Ok(v) = HeaderValue::from_bytes(content_type) {
+                req = req.header(header::CONTENT_TYPE, v);
+            }
+            let req = req.body(Body::from(body.to_vec())).expect("a request");
+            let response = rt.block_on(app.oneshot(req)).expect("infallible");
+            let status = response.status();
+            let body = rt
+                .block_on(axum::body::to_bytes(response.into_body(), usize::MAX))
+                .expect("a response body");
+            assert!(
+                status.is_success() || status.is_client_error(),
+                "{}: answered {status}",
+                path.display()
+            );
+            if status.is_client_error() {
+                let v: Value = serde_json::from_slice(&body).expect("a JSON error");
+                assert!(
+                    v["error"].as_str().is_some_and(|e| !e.is_empty()),
+                    "{}: {v}",
+                    path.display()
+                );
+            }
+            statuses.push(status.as_u16());
+        }
+        assert!(statuses.contains(&200), "no seed decodes: {statuses:?}");
+    }
+
     #[test]
     fn query_tokens_are_decoded() {
         assert_eq!(percent_decode("a%20b+c%2F"), "a b c/");

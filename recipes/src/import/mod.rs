@@ -363,30 +363,16 @@ pub fn import_files(
         ctx.file = p.clone();
         ctx.report.files.push((p.clone(), *f));
         let size = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-        match f {
-            Format::Recipe1mLayer2 => continue,
-            Format::Recipe1m => {
-                let rd = open_counted(p, base, total, progress)?;
-                recipe1m::import_layer1(
-                    BufReader::with_capacity(1 << 16, Utf8RepairReader::new(rd)),
-                    &images,
-                    &mut ctx,
-                )?;
-            }
-            Format::RecipeNlg => {
-                let rd = open_counted(p, base, total, progress)?;
-                recipenlg::import_csv(rd, &mut ctx)?;
-            }
-            Format::JsonLd => {
-                let mut rd = open_counted(p, base, total, progress)?;
-                let mut bytes = Vec::new();
-                rd.read_to_end(&mut bytes)
-                    .map_err(|e| RecipeError::io(p, e))?;
-                jsonld::import_jsonld_bytes(p, &bytes, &mut ctx);
-            }
-            Format::Jsonl => import_jsonl(p, open_counted(p, base, total, progress)?, &mut ctx)?,
-            Format::Auto => unreachable!("auto resolved above"),
+        if *f == Format::Recipe1mLayer2 {
+            continue;
         }
+        import_one(
+            p,
+            *f,
+            open_counted(p, base, total, progress)?,
+            &images,
+            &mut ctx,
+        )?;
         base += size;
         ctx.report.bytes_read = base;
         if let Some(e) = ctx.fatal.take() {
@@ -395,6 +381,76 @@ pub fn import_files(
     }
     ctx.report.bytes_read = base;
     Ok(ctx.report)
+}
+
+/// Runs the importer of `format` (not `Auto` or `Recipe1mLayer2`) over `rd` into `ctx`.
+fn import_one<R: Read>(
+    path: &Path,
+    format: Format,
+    rd: R,
+    images: &HashMap<String, Vec<String>>,
+    ctx: &mut Ctx,
+) -> Result<()> {
+    match format {
+        Format::Recipe1m => recipe1m::import_layer1(
+            BufReader::with_capacity(1 << 16, Utf8RepairReader::new(rd)),
+            images,
+            ctx,
+        ),
+        Format::RecipeNlg => recipenlg::import_csv(rd, ctx),
+        Format::JsonLd => {
+            let mut rd = rd;
+            let mut bytes = Vec::new();
+            rd.read_to_end(&mut bytes)
+                .map_err(|e| RecipeError::io(path, e))?;
+            jsonld::import_jsonld_bytes(path, &bytes, ctx);
+            Ok(())
+        }
+        Format::Jsonl => import_jsonl(path, rd, ctx),
+        Format::Auto | Format::Recipe1mLayer2 => {
+            unreachable!("auto and layer2 are resolved by the callers")
+        }
+    }
+}
+
+/// Imports one input held in memory (e.g. an upload), in `format`, handing each valid, new recipe
+/// to `sink`; `name` stands for the input in the report and in errors. A Recipe1M layer2 input is
+/// read and checked but yields no recipes (its image links need a layer1 file: use
+/// [`import_files`]). Bad records are skipped and counted as in [`import_files`]; `Auto` is an
+/// error (name the format), as is a failing sink.
+pub fn import_bytes(
+    name: &Path,
+    bytes: &[u8],
+    format: Format,
+    sink: &mut dyn FnMut(Recipe) -> Result<()>,
+) -> Result<ImportReport> {
+    let mut ctx = Ctx {
+        report: ImportReport::default(),
+        seen: HashSet::new(),
+        sink,
+        file: name.to_path_buf(),
+        fatal: None,
+    };
+    ctx.report.files.push((name.to_path_buf(), format));
+    match format {
+        Format::Auto => {
+            return Err(RecipeError::Invalid(format!(
+                "{}: importing from memory needs a format (recipe1m, recipenlg, jsonld or jsonl), not auto",
+                name.display()
+            )))
+        }
+        Format::Recipe1mLayer2 => recipe1m::read_layer2(
+            name,
+            BufReader::new(Utf8RepairReader::new(bytes)),
+            &mut HashMap::new(),
+        )?,
+        f => import_one(name, f, bytes, &HashMap::new(), &mut ctx)?,
+    }
+    ctx.report.bytes_read = bytes.len() as u64;
+    match ctx.fatal.take() {
+        Some(e) => Err(e),
+        None => Ok(ctx.report),
+    }
 }
 
 fn import_jsonl<R: Read>(path: &Path, rd: R, ctx: &mut Ctx) -> Result<()> {

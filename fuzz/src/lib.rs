@@ -1,0 +1,3 @@
+//! dishcam fuzz targets: see `fuzz_targets/` and `scripts/fuzz.sh`.
+
+pub mod harness;
