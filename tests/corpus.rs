@@ -118,8 +118,15 @@ fn every_corpus_input_has_an_expectation() {
             missing.push(rel);
         }
     }
-    assert!(missing.is_empty(), "no expectation for {missing:?}: rerun scripts/make_corpus.py");
-    assert!(exp.len() >= 50, "the corpus shrank to {} entries", exp.len());
+    assert!(
+        missing.is_empty(),
+        "no expectation for {missing:?}: rerun scripts/make_corpus.py"
+    );
+    assert!(
+        exp.len() >= 50,
+        "the corpus shrank to {} entries",
+        exp.len()
+    );
 }
 
 #[test]

@@ -10,7 +10,7 @@ mod common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
 
@@ -140,7 +140,11 @@ fn killed_recipe_imports_leave_a_loadable_index() {
     };
     let first = env.dir("first.jsonld");
     std::fs::write(&first, recipes(0, 60)).unwrap();
-    let v = json(&env, prepared, &["recipes", "import", first.to_str().unwrap(), "--json"]);
+    let v = json(
+        &env,
+        prepared,
+        &["recipes", "import", first.to_str().unwrap(), "--json"],
+    );
     assert_eq!(v["indexed"], 161, "{v}");
     let more = env.dir("more.jsonld");
     std::fs::write(&more, recipes(1000, 400)).unwrap();
@@ -150,7 +154,14 @@ fn killed_recipe_imports_leave_a_loadable_index() {
         let v = json(
             &env,
             home,
-            &["recipes", "search", "Test stew number 17", "--top", "40", "--json"],
+            &[
+                "recipes",
+                "search",
+                "Test stew number 17",
+                "--top",
+                "40",
+                "--json",
+            ],
         );
         let hits = v["hits"].as_array().unwrap();
         assert!(
@@ -174,7 +185,11 @@ fn killed_recipe_imports_leave_a_loadable_index() {
         }
         // And a rebuild from that state completes.
         let v = json(&env, home, &["recipes", "index", "build", "--json"]);
-        assert_eq!(v["recipes"].as_u64().unwrap() as usize, lines + 101, "{what}");
+        assert_eq!(
+            v["recipes"].as_u64().unwrap() as usize,
+            lines + 101,
+            "{what}"
+        );
     };
     let mut rng = Rng::from_env();
     let hit = kill_trials(
@@ -184,7 +199,10 @@ fn killed_recipe_imports_leave_a_loadable_index() {
         &mut rng,
         &check,
     );
-    assert!(hit * 2 >= TRIALS, "only {hit} of {TRIALS} kills hit a running import");
+    assert!(
+        hit * 2 >= TRIALS,
+        "only {hit} of {TRIALS} kills hit a running import"
+    );
 }
 
 #[test]
@@ -201,14 +219,26 @@ fn killed_teaching_leaves_the_previous_head() {
     let v = json(
         &env,
         prepared,
-        &["teach", "--images", train.to_str().unwrap(), "--name", "soups", "--default", "--json"],
+        &[
+            "teach",
+            "--images",
+            train.to_str().unwrap(),
+            "--name",
+            "soups",
+            "--default",
+            "--json",
+        ],
     );
     assert_eq!(v["heads"][0]["classes"], 3);
 
     let check = |home: &Path, what: &str| {
         // The overlay loads (its files' hashes verify) and the head answers, with 3 classes
         // (before) or 4 (after), never a mix.
-        let c = json(&env, home, &["classify", probe.to_str().unwrap(), "--json", "--top", "5"]);
+        let c = json(
+            &env,
+            home,
+            &["classify", probe.to_str().unwrap(), "--json", "--top", "5"],
+        );
         assert_eq!(c["head"], "soups", "{what}: {c}");
         assert_eq!(c["top"][0]["label"], "tomato_soup", "{what}: {c}");
         let labels: Vec<&str> = c["top"]
@@ -223,9 +253,18 @@ fn killed_teaching_leaves_the_previous_head() {
     let hit = kill_trials(
         &env,
         prepared,
-        &["teach", "--add-to", "soups", "--images", more.to_str().unwrap()],
+        &[
+            "teach",
+            "--add-to",
+            "soups",
+            "--images",
+            more.to_str().unwrap(),
+        ],
         &mut rng,
         &check,
     );
-    assert!(hit * 2 >= TRIALS, "only {hit} of {TRIALS} kills hit a running teach");
+    assert!(
+        hit * 2 >= TRIALS,
+        "only {hit} of {TRIALS} kills hit a running teach"
+    );
 }

@@ -200,7 +200,11 @@ mod tests {
         assert!(decode_bytes(&trailing, "trailing.jpg", &opts).is_ok());
         for cut in [jpeg.len() - 2, jpeg.len() * 9 / 10, jpeg.len() / 2, 3] {
             let err = decode_bytes(&jpeg[..cut], "cut.jpg", &opts).unwrap_err();
-            assert!(err.to_string().starts_with("cut.jpg: corrupt or truncated JPEG"), "{err}");
+            assert!(
+                err.to_string()
+                    .starts_with("cut.jpg: corrupt or truncated JPEG"),
+                "{err}"
+            );
         }
         // An APP1 segment holding a whole thumbnail (with its own SOS and EOI) before a main
         // image that is cut short: still refused.

@@ -275,9 +275,9 @@ pub fn open(uri: &str, opts: &SourceOptions) -> Result<Box<dyn FrameSource>, Sou
         }
         uri::Spec::Video(path) => camera::open_video(uri, &path, opts),
         // Cameras are reopened when they drop off.
-        uri::Spec::V4l2(cfg) => reconnecting(uri, opts, move |u, o| {
-            camera::open_v4l2(u, cfg.clone(), o)
-        }),
+        uri::Spec::V4l2(cfg) => {
+            reconnecting(uri, opts, move |u, o| camera::open_v4l2(u, cfg.clone(), o))
+        }
         uri::Spec::Csi(cfg) => {
             reconnecting(uri, opts, move |u, o| camera::open_csi(u, cfg.clone(), o))
         }

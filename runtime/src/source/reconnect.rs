@@ -282,7 +282,10 @@ mod tests {
         // Retries during each 150 ms outage fail (backoff 20, 40, 80 ms...).
         assert!(health.failed_attempts.load(Ordering::Relaxed) >= 3);
         let o = health.last_outage().unwrap();
-        assert!(o.reason.contains("simulated disconnect after 6 frames"), "{o:?}");
+        assert!(
+            o.reason.contains("simulated disconnect after 6 frames"),
+            "{o:?}"
+        );
         let back = o.back.expect("back");
         assert!(back - o.lost >= Duration::from_millis(150), "{o:?}");
         assert!(o.last_error.unwrap().contains("simulated outage"));
@@ -307,7 +310,11 @@ mod tests {
         let uri = "synthetic://?fps=500&size=32x24&fail_after=2&down_ms=60000";
         let mut src = open(uri, &opts(Some(3))).unwrap();
         let err = read(src.as_mut(), 10, Duration::from_secs(10)).unwrap_err();
-        assert!(err.to_string().contains("gave up after 3 reopen attempt(s)"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("gave up after 3 reopen attempt(s)"),
+            "{err}"
+        );
         let h = src.health().unwrap();
         assert_eq!(h.failed_attempts.load(Ordering::Relaxed), 3);
         assert_eq!(h.reconnects.load(Ordering::Relaxed), 0);

@@ -152,10 +152,7 @@ impl SyntheticSource {
             if now < until {
                 return Err(SourceError::Disconnected {
                     uri: "synthetic".into(),
-                    reason: format!(
-                        "simulated outage, back in {} ms",
-                        (until - now).as_millis()
-                    ),
+                    reason: format!("simulated outage, back in {} ms", (until - now).as_millis()),
                 });
             }
         }

@@ -290,14 +290,18 @@ fn parse_synthetic(uri: &str, rest: &str) -> Result<SyntheticConfig, SourceError
                 cfg.fail_after = Some(n);
             }
             "down_ms" => {
-                let ms: u64 = value.parse().ok().filter(|ms| *ms <= 3_600_000).ok_or_else(|| {
-                    bad(
-                        uri,
-                        "down_ms",
-                        value,
-                        "milliseconds the simulated camera stays gone, 0..=3600000",
-                    )
-                })?;
+                let ms: u64 = value
+                    .parse()
+                    .ok()
+                    .filter(|ms| *ms <= 3_600_000)
+                    .ok_or_else(|| {
+                        bad(
+                            uri,
+                            "down_ms",
+                            value,
+                            "milliseconds the simulated camera stays gone, 0..=3600000",
+                        )
+                    })?;
                 cfg.down = std::time::Duration::from_millis(ms);
             }
             _ => {
