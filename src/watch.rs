@@ -214,7 +214,8 @@ pub fn run(args: &WatchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let mut samples: Vec<Samples> = vec![Samples::default(); STAGES.len()];
+    // The whole run's summary keeps a bounded reservoir per stage: a camera runs for months.
+    let mut samples: Vec<Samples> = vec![Samples::bounded(8192); STAGES.len()];
     let mut window: Vec<Samples> = vec![Samples::default(); STAGES.len()];
     let mut last_stats = Instant::now();
     let mut last_counts = pipeline.counts();
@@ -245,7 +246,10 @@ pub fn run(args: &WatchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             ];
             for (i, d) in since_capture.into_iter().enumerate() {
                 samples[i].push(d);
-                window[i].push(d);
+                // Without stats lines the window is never read or reset.
+                if args.stats_every > 0.0 {
+                    window[i].push(d);
+                }
             }
             if let Some(ev) = r.event {
                 emit_event(args.json, &ev, &r, &label, &top_json(&r), recipes.as_ref());

@@ -3,9 +3,21 @@
 use std::time::Duration;
 
 /// Latency samples of one stage.
+///
+/// Unbounded by default (benchmarks need every value). [`Samples::bounded`] keeps at most `cap`
+/// values for the percentiles, as a uniform reservoir of everything pushed (Vitter's Algorithm
+/// R), so a stream that runs for months summarises in fixed memory; count, min, max and mean
+/// stay exact.
 #[derive(Debug, Clone, Default)]
 pub struct Samples {
     values: Vec<Duration>,
+    cap: Option<usize>,
+    seen: u64,
+    min: Duration,
+    max: Duration,
+    sum_ns: u128,
+    /// xorshift64 state for the reservoir (no dependency needed for one random index).
+    rng: u64,
 }
 
 /// Summary statistics of a stage, in milliseconds.
@@ -21,16 +33,46 @@ pub struct Summary {
 }
 
 impl Samples {
-    pub fn push(&mut self, d: Duration) {
-        self.values.push(d);
+    /// Samples whose percentiles come from at most `cap` values (a uniform reservoir).
+    pub fn bounded(cap: usize) -> Self {
+        Self {
+            cap: Some(cap.max(1)),
+            rng: 0x9E37_79B9_7F4A_7C15,
+            ..Self::default()
+        }
     }
 
+    pub fn push(&mut self, d: Duration) {
+        if self.seen == 0 || d < self.min {
+            self.min = d;
+        }
+        if d > self.max {
+            self.max = d;
+        }
+        self.seen += 1;
+        self.sum_ns += d.as_nanos();
+        match self.cap {
+            Some(cap) if self.values.len() >= cap => {
+                // Algorithm R: the n-th value replaces a random kept one with probability cap/n.
+                self.rng ^= self.rng << 13;
+                self.rng ^= self.rng >> 7;
+                self.rng ^= self.rng << 17;
+                let j = self.rng % self.seen;
+                if (j as usize) < cap {
+                    self.values[j as usize] = d;
+                }
+            }
+            _ => self.values.push(d),
+        }
+    }
+
+    /// Values pushed (all of them, also those a bounded reservoir no longer holds).
     pub fn len(&self) -> usize {
-        self.values.len()
+        self.seen as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.seen == 0
     }
 
     /// Percentile `p` in [0, 100] by the nearest-rank method (the value at rank ceil(p/100 * n)).
@@ -46,15 +88,14 @@ impl Samples {
 
     pub fn summary(&self) -> Option<Summary> {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        let n = self.values.len();
         Some(Summary {
-            count: n,
+            count: self.len(),
             median_ms: ms(self.percentile(50.0)?),
             p90_ms: ms(self.percentile(90.0)?),
             p99_ms: ms(self.percentile(99.0)?),
-            min_ms: ms(*self.values.iter().min()?),
-            max_ms: ms(*self.values.iter().max()?),
-            mean_ms: self.values.iter().map(|d| ms(*d)).sum::<f64>() / n as f64,
+            min_ms: ms(self.min),
+            max_ms: ms(self.max),
+            mean_ms: self.sum_ns as f64 / 1e6 / self.seen as f64,
         })
     }
 }
@@ -77,5 +118,24 @@ mod tests {
         assert_eq!(sum.count, 10);
         assert!((sum.mean_ms - 5.5).abs() < 1e-9);
         assert_eq!(Samples::default().summary(), None);
+    }
+
+    #[test]
+    fn a_bounded_reservoir_keeps_its_size_and_the_distribution() {
+        let mut s = Samples::bounded(1000);
+        // 100k values, 0..100 ms uniformly (in a shuffled order), then a 5 s outlier.
+        for i in 0..100_000u64 {
+            s.push(Duration::from_micros((i * 7919) % 100_000));
+        }
+        s.push(Duration::from_secs(5));
+        assert_eq!(s.values.len(), 1000, "memory stays bounded");
+        let sum = s.summary().unwrap();
+        assert_eq!(sum.count, 100_001);
+        assert_eq!(sum.min_ms, 0.0);
+        assert_eq!(sum.max_ms, 5000.0, "exact, though the reservoir may not hold it");
+        assert!((sum.mean_ms - 50.0).abs() < 0.1, "{sum:?}");
+        // 1000 uniform draws: the median and p90 land within a few ms of 50 and 90.
+        assert!((sum.median_ms - 50.0).abs() < 6.0, "{sum:?}");
+        assert!((sum.p90_ms - 90.0).abs() < 4.0, "{sum:?}");
     }
 }
