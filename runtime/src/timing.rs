@@ -132,7 +132,10 @@ mod tests {
         let sum = s.summary().unwrap();
         assert_eq!(sum.count, 100_001);
         assert_eq!(sum.min_ms, 0.0);
-        assert_eq!(sum.max_ms, 5000.0, "exact, though the reservoir may not hold it");
+        assert_eq!(
+            sum.max_ms, 5000.0,
+            "exact, though the reservoir may not hold it"
+        );
         assert!((sum.mean_ms - 50.0).abs() < 0.1, "{sum:?}");
         // 1000 uniform draws: the median and p90 land within a few ms of 50 and 90.
         assert!((sum.median_ms - 50.0).abs() < 6.0, "{sum:?}");
