@@ -900,9 +900,21 @@ pub fn save_heads(
         Ok(t) => toml::from_str(&t).with_context(|| format!("{}: cannot parse", show(&opath)))?,
         Err(_) => OverlayManifest::default(),
     };
+    let previous = overlay.clone();
     let mut written = Vec::new();
     for h in heads {
-        let rel = format!("heads/{}-{}", h.name, std::process::id());
+        // A fresh directory on every save: `serve` teaches many times in one process, and
+        // rewriting the files the committed overlay.toml points at would leave a head that fails
+        // its hash check if the process died mid-write.
+        let rel = format!(
+            "heads/{}-{}-{:x}",
+            h.name,
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+        );
         let dir = pack.overlay_dir.join(&rel);
         let mut stored: BTreeMap<&str, PackFile> = BTreeMap::new();
         for (name, bytes) in files(h) {
@@ -963,5 +975,127 @@ pub fn save_heads(
         );
     }
     write_atomic(&opath, toml::to_string_pretty(&overlay)?.as_bytes())?;
+    remove_stale_head_dirs(&pack.overlay_dir, &previous, &overlay, STALE_AFTER);
     Ok(written)
+}
+
+/// How old a head directory that no overlay.toml refers to must be before it is removed: other
+/// `teach` runs write their directory a moment before committing overlay.toml.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The `heads/<dir>` directories an overlay's heads read their files from.
+fn head_dirs(overlay: &OverlayManifest) -> HashSet<String> {
+    overlay
+        .heads
+        .iter()
+        .flat_map(|h| {
+            h.variants
+                .values()
+                .map(|v| &v.onnx)
+                .chain([&h.labels])
+                .chain(h.exemplars.as_ref())
+        })
+        .filter_map(|f| {
+            let mut parts = f.file.split('/');
+            match (parts.next(), parts.next()) {
+                (Some("heads"), Some(dir)) => Some(dir.to_string()),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Removes head directories the committed overlay no longer refers to, so that a camera taught
+/// every day does not fill its disk: at once those the previous overlay used (replaced just
+/// now), and any other one older than `stale_after` (left by a teach that was killed before
+/// committing). Best effort: a directory that cannot be removed is logged and left.
+fn remove_stale_head_dirs(
+    overlay_dir: &Path,
+    previous: &OverlayManifest,
+    committed: &OverlayManifest,
+    stale_after: std::time::Duration,
+) {
+    let live = head_dirs(committed);
+    let replaced = head_dirs(previous);
+    let root = overlay_dir.join("heads");
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if live.contains(&name) || !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= stale_after);
+        if replaced.contains(&name) || old {
+            if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                log::warn!(
+                    "{}: cannot remove an unused head directory: {err}",
+                    show(&e.path())
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    fn overlay_with(dirs: &[&str]) -> OverlayManifest {
+        let mut t = String::new();
+        for d in dirs {
+            t += &format!(
+                "[[heads]]\nname = \"{d}\"\nkind = \"image\"\nclasses = 1\n\
+                 [heads.labels]\nfile = \"heads/{d}/labels.txt\"\nsha256 = \"00\"\nbytes = 2\n"
+            );
+        }
+        toml::from_str(&t).unwrap()
+    }
+
+    #[test]
+    fn replaced_and_abandoned_head_dirs_go_live_and_fresh_ones_stay() {
+        let tmp = tempfile::tempdir().unwrap();
+        let heads = tmp.path().join("heads");
+        for d in ["new", "replaced", "abandoned", "fresh"] {
+            std::fs::create_dir_all(heads.join(d)).unwrap();
+            std::fs::write(heads.join(d).join("labels.txt"), "a\n").unwrap();
+        }
+        // `abandoned` was written an hour ago by a teach that never committed; `fresh` may be
+        // another teach about to commit.
+        let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::open(heads.join("abandoned"))
+            .unwrap()
+            .set_modified(hour_ago)
+            .unwrap();
+        remove_stale_head_dirs(
+            tmp.path(),
+            &overlay_with(&["replaced"]),
+            &overlay_with(&["new"]),
+            STALE_AFTER,
+        );
+        let mut left: Vec<String> = std::fs::read_dir(&heads)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["fresh", "new"]);
+    }
+
+    #[test]
+    fn head_dirs_come_from_every_file_of_a_head() {
+        let o = overlay_with(&["a-1-ff", "b-2-ee"]);
+        assert_eq!(
+            head_dirs(&o),
+            HashSet::from(["a-1-ff".to_string(), "b-2-ee".to_string()])
+        );
+        assert!(head_dirs(&OverlayManifest::default()).is_empty());
+    }
 }

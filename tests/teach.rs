@@ -79,6 +79,19 @@ fn teach_eval_add_a_dish_and_fuse() {
     let h = &v["heads"][0];
     assert_eq!(h["classes"], 4);
     assert_eq!(h["added_classes"], serde_json::json!(["corn_chowder"]));
+    // The replaced head's files are removed: a device taught every day keeps one copy.
+    let overlay_heads: Vec<_> = std::fs::read_dir(env.home.path().join("overlays"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("heads"))
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(overlay_heads.len(), 1, "{overlay_heads:?}");
+    let soups: Vec<_> = std::fs::read_dir(&overlay_heads[0])
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("soups-"))
+        .collect();
+    assert_eq!(soups.len(), 1, "{soups:?}");
     for (name, _) in &DISHES {
         let p = fresh.join(name).join(format!("{name}_101.png"));
         let c = env.json(&["classify", p.to_str().unwrap(), "--json"]);
