@@ -161,46 +161,134 @@ fn photos_through_classify() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// A pack whose image encoder is the first 64 KiB of the real one (hash updated to match, so
-/// the failure is the model's, not the hash check's).
-fn truncated_model_pack(dir: &Path) {
+/// Writes a copy of the corpus' `random_onnx` pack into `dir` with `model` as its image
+/// encoder, the manifest's hash and size updated to match, so that what fails is the model
+/// itself, not the hash check.
+fn pack_with_model(dir: &Path, model: &[u8]) {
     use sha2::Digest;
     let template = corpus().join("packs/random_onnx");
     std::fs::create_dir_all(dir).unwrap();
     std::fs::copy(template.join("labels.txt"), dir.join("labels.txt")).unwrap();
-    let real = std::fs::read(lite_pack().dir.join("image_encoder.onnx")).unwrap();
-    let cut = &real[..64 << 10];
-    std::fs::write(dir.join("image_encoder.onnx"), cut).unwrap();
+    std::fs::write(dir.join("image_encoder.onnx"), model).unwrap();
     let old = std::fs::read(template.join("image_encoder.onnx")).unwrap();
     let manifest = std::fs::read_to_string(template.join("pack.toml"))
         .unwrap()
         .replace(
             &hex::encode(sha2::Sha256::digest(&old)),
-            &hex::encode(sha2::Sha256::digest(cut)),
+            &hex::encode(sha2::Sha256::digest(model)),
         )
         .replace(
             &format!("bytes = {}", old.len()),
-            &format!("bytes = {}", cut.len()),
+            &format!("bytes = {}", model.len()),
         );
     std::fs::write(dir.join("pack.toml"), manifest).unwrap();
+}
+
+/// A well-formed ONNX model for the corpus pack's encoder contract (`pixels` [batch, 3, 8, 8]
+/// in, `embedding` [batch, `dim`] out): global average pool, flatten, matmul, with `op` in place
+/// of the pool and the default opset replaced by `opset` when given.
+fn tiny_encoder(op: &str, dim: u64, opset: Option<i64>) -> Vec<u8> {
+    use dishcam_models::manifest::{DType, Dim, TensorSpec};
+    use dishcam_models::onnx::{encode, GraphBuilder};
+    let mut b = GraphBuilder::new("corpus");
+    let batch = || Dim::Named("batch".into());
+    let x = b.input(&TensorSpec::new(
+        "pixels",
+        DType::F32,
+        vec![batch(), Dim::Fixed(3), Dim::Fixed(8), Dim::Fixed(8)],
+    ));
+    let pooled = b.node(op, "pool", &[&x], &[]);
+    let flat = b.node("Flatten", "flatten", &[&pooled], &[]);
+    let w = b.f32_tensor("w", &[3, dim as usize], &vec![0.5; 3 * dim as usize]);
+    let e = b.node("MatMul", "project", &[&flat, &w], &[]);
+    b.output(
+        &e,
+        &TensorSpec::new("embedding", DType::F32, vec![batch(), Dim::Fixed(dim)]),
+    );
+    let mut model = b.finish("dishcam bad-input corpus");
+    if let Some(v) = opset {
+        model.opset_import[0].version = v;
+    }
+    encode(&model)
+}
+
+#[test]
+fn the_tiny_encoder_works_unbroken() {
+    // The generated packs below differ from this one in one way each, so their failures are
+    // that one thing's.
+    let env = CliEnv::new();
+    let dir = env.dir("tiny_ok");
+    pack_with_model(&dir, &tiny_encoder("GlobalAveragePool", 2, None));
+    for backend in ["onnxruntime", "tract"] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dishcam"));
+        cmd.args(["classify", "--json", "--backend", backend, "--pack"])
+            .arg(&dir)
+            .arg(corpus().join("images/ok/plain.bmp"))
+            .env("DISHCAM_HOME", env.home.path())
+            .env("ORT_DYLIB_PATH", ort_library())
+            .env("DISHCAM_LOG", "error");
+        let o = run(cmd, backend);
+        assert!(
+            o.status.success(),
+            "{backend}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
 }
 
 #[test]
 fn packs_through_classify() {
     let env = CliEnv::new();
     let photo = corpus().join("images/ok/plain.bmp");
-    let truncated = env.dir("truncated_model");
-    truncated_model_pack(&truncated);
+    let generated = |name: &str, model: &[u8]| {
+        let dir = env.dir(name);
+        pack_with_model(&dir, model);
+        dir
+    };
+    let real = std::fs::read(lite_pack().dir.join("image_encoder.onnx")).unwrap();
+    let generated_cases = [
+        // The first 64 KiB of the real encoder.
+        (
+            "truncated_model",
+            generated("truncated_model", &real[..64 << 10]),
+        ),
+        // An operator no runtime has (a custom op, or one from a newer ONNX).
+        (
+            "unknown_operator",
+            generated(
+                "unknown_operator",
+                &tiny_encoder("DishcamNoSuchOp", 2, None),
+            ),
+        ),
+        // A model from a far newer ONNX than the runtimes know.
+        (
+            "future_opset",
+            generated(
+                "future_opset",
+                &tiny_encoder("GlobalAveragePool", 2, Some(99)),
+            ),
+        ),
+        // A model whose output disagrees with the manifest (3 values, not 2).
+        (
+            "output_shape_mismatch",
+            generated(
+                "output_shape_mismatch",
+                &tiny_encoder("GlobalAveragePool", 3, None),
+            ),
+        ),
+    ];
     let mut cases: Vec<(String, PathBuf, Value)> = expected()
         .into_iter()
         .filter(|(k, _)| k.starts_with("packs/"))
         .map(|(k, v)| (k.clone(), corpus().join(&k), v))
         .collect();
-    cases.push((
-        "truncated_model (generated)".into(),
-        truncated,
-        serde_json::json!({"expect": "error", "contains": ["image_encoder.onnx"]}),
-    ));
+    for (name, dir) in generated_cases {
+        cases.push((
+            format!("{name} (generated)"),
+            dir,
+            serde_json::json!({"expect": "error", "contains": ["image_encoder.onnx"]}),
+        ));
+    }
     let mut failures = Vec::new();
     for (rel, dir, expect) in &cases {
         for backend in ["onnxruntime", "tract"] {

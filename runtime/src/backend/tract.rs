@@ -52,9 +52,12 @@ impl Backend for TractBackend {
             backend: "tract".into(),
             reason: e.to_string(),
         };
-        let mut model = tract_onnx::onnx()
-            .model_for_read(&mut Cursor::new(spec.bytes))
+        let onnx = tract_onnx::onnx();
+        let proto = onnx
+            .proto_model_for_read(&mut Cursor::new(spec.bytes))
             .map_err(load_err)?;
+        check_opset(&proto, &model_name)?;
+        let mut model = onnx.model_for_proto_model(&proto).map_err(load_err)?;
         let mut input_shapes = Vec::new();
         for (i, input) in spec.inputs.iter().enumerate() {
             let mut dims: TVec<TDim> = tvec![];
@@ -188,4 +191,28 @@ impl Session for TractSession {
             })
             .collect()
     }
+}
+
+/// The newest ONNX operator set tract 0.23 is tested against (its own parser warns above it).
+const NEWEST_OPSET: i64 = 18;
+
+/// Refuses a model from a newer ONNX than tract knows. tract would parse it with the semantics
+/// of the operator versions it knows and, where an operator changed, compute something else
+/// without a word; onnxruntime refuses such models itself.
+fn check_opset(proto: &tract_onnx::pb::ModelProto, model: &str) -> Result<(), BackendError> {
+    let version = proto
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map_or(0, |o| o.version);
+    if version > NEWEST_OPSET {
+        return Err(BackendError::Load {
+            model: model.to_string(),
+            backend: "tract".into(),
+            reason: format!(
+                "the model uses ONNX opset {version}, newer than tract knows (up to {NEWEST_OPSET}); re-export it with opset {NEWEST_OPSET} or lower (dishcam's own exports use 17), or use --backend onnxruntime"
+            ),
+        });
+    }
+    Ok(())
 }
