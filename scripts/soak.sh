@@ -19,6 +19,8 @@ every=10
 if [ "$duration" -le "$warmup" ]; then
   warmup=$((duration / 4))
 fi
+# The commit the run is of, taken now: the tree may move on during an hour's run.
+rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 bin=${DISHCAM_BIN:-}
 if [ -z "$bin" ]; then
   cargo build --release
@@ -105,7 +107,7 @@ read -r nreq nfail <"$tmp/requests" || { nreq=0; nfail=0; }
 frames=$(grep -c '"type":"stats"' "$tmp/watch.jsonl" || true)
 last_stats=$(grep '"type":"stats"' "$tmp/watch.jsonl" | tail -1 || true)
 python3 scripts/soak_plot.py "$csv" "$out/soak.svg" --warmup "$warmup" \
-  --note "watch synthetic 30 fps + serve synthetic 15 fps, $nreq requests ($nfail failed); $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+  --note "watch synthetic 30 fps + serve synthetic 15 fps, $nreq requests ($nfail failed); $rev" \
   | tee "$out/soak.md" || status=$?
 echo "watch stats lines: $frames; last: $last_stats" >>"$out/soak.md"
 echo "wrote $csv, $out/soak.svg and $out/soak.md"
