@@ -15,18 +15,39 @@
 # them. `--compare-keep` also checks 0-4 of them on the validation photos, for the report only:
 # the choice does not look at validation.
 #
+# Learned rounding (since 2026-11-23): scripts/adaround_lite.py then learns, layer by layer, which
+# weights of that INT8 model round the other way from nearest, on the first 256 of the same
+# calibration photos, and a second calibration (same photos and method, so the same amax; the
+# same layers kept, named) writes the final table with that rounding in it, and the report.
+# The first run's report (with the --compare-keep rows) is kept as calibration-report-nearest.md.
+#
 #   ./scripts/calibrate_lite.sh            # writes the table and prints the report
+#
+# Needs the trainer's Python environment (trainer/setup.sh: torch, onnx, onnxruntime) for the
+# rounding, and the installed lite pack (its fp32 encoder and Food-101 head).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${DISHCAM_DATA:-../shared/data}
 BIN=${DISHCAM_BIN:-./target/debug/dishcam}
+PY=${DISHCAM_TRAIN_PYTHON:-$HOME/.cache/dishcam-train/bin/python}
+PACK=${DISHCAM_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/dishcam}/packs/lite
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
-"$BIN" calibrate --pack lite --backend onnxruntime \
-  --images "$D/food101-10class/train" --samples 500 --validate 1000 \
-  --method entropy --compare percentile,max,mse \
+common=(--pack lite --backend onnxruntime
+  --images "$D/food101-10class/train" --samples 500 --validate 1000
+  --method entropy --compare percentile,max,mse
+  --text-csv "$D/upmc-food101/titles_dev.csv")
+"$BIN" calibrate "${common[@]}" \
   --keep-fp32 auto --keep-fp32-cosine 0.999 --keep-fp32-max 4 --compare-keep 0,1,2,3,4 \
-  --text-csv "$D/upmc-food101/titles_dev.csv" --out "$OUT"
-cp "$OUT"/calibration/*/image_encoder.calibration.json models/assets/lite/calibration.json
-cp "$OUT"/calibration/*/report.md models/assets/lite/calibration-report.md
+  --out "$OUT/nearest"
+first=$(echo "$OUT"/nearest/calibration/*)
+cp "$first"/report.md models/assets/lite/calibration-report-nearest.md
+"$PY" scripts/adaround_lite.py --pack "$PACK" --data "$D/food101-10class/train" \
+  --int8 "$first"/image_encoder.int8.onnx --samples 256 --iters 1000 --out "$OUT/rounding.json"
+kept=$("$PY" -c 'import json, sys; print(",".join(json.load(open(sys.argv[1]))["keep_fp32"]))' \
+  "$first"/image_encoder.calibration.json)
+"$BIN" calibrate "${common[@]}" --keep-fp32 "$kept" --rounding "$OUT/rounding.json" \
+  --out "$OUT/learned"
+cp "$OUT"/learned/calibration/*/image_encoder.calibration.json models/assets/lite/calibration.json
+cp "$OUT"/learned/calibration/*/report.md models/assets/lite/calibration-report.md
 echo "wrote models/assets/lite/calibration.json"

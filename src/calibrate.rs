@@ -88,12 +88,46 @@ pub struct CalibrateArgs {
     /// (comma separated), for the report; needs a sensitivity ranking (`auto`, `auto:K`).
     #[arg(long, value_delimiter = ',')]
     pub compare_keep: Vec<usize>,
+    /// Learned weight rounding for the image encoder, as `scripts/adaround_lite.py` writes it
+    /// (`{"model_sha256": ..., "weights": {name: positions}}`). Every method's int8 model uses
+    /// it, and the written table carries it.
+    #[arg(long)]
+    pub rounding: Option<PathBuf>,
     /// Write the artefacts to DIR instead of the pack's overlay.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A learned-rounding file, as `scripts/adaround_lite.py` writes it.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoundingFile {
+    model_sha256: String,
+    weights: BTreeMap<String, String>,
+}
+
+/// Reads `--rounding`: it must be made for this fp32 model (its sha256). The positions are
+/// checked against the model's weights before any photo is read.
+fn read_rounding(path: &Path, fp32_sha: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read the --rounding file", show(path)))?;
+    let file: RoundingFile = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: not a rounding table ({{\"model_sha256\": ..., \"weights\": {{...}}}}, as scripts/adaround_lite.py writes it)",
+            show(path)
+        )
+    })?;
+    if file.model_sha256 != fp32_sha {
+        bail!(
+            "{}: this rounding was learned for another image encoder (sha256 {}, the pack's is {fp32_sha}); learn it again with scripts/adaround_lite.py",
+            show(path),
+            file.model_sha256
+        );
+    }
+    Ok(file.weights)
 }
 
 /// One photo to calibrate or validate with.
@@ -194,12 +228,23 @@ pub struct Report {
     pub tensors: usize,
     /// Layers left in fp32 (see --keep-fp32).
     pub kept_fp32: Vec<String>,
+    /// The `--rounding` file, if any, and how many weights (in how many tensors) it rounds the
+    /// other way from nearest.
+    pub learned_rounding: Option<LearnedRounding>,
     /// The layer sensitivity measured on calibration photos, when `--keep-fp32` asked for it.
     pub sensitivity: Option<Sensitivity>,
     pub agreement: Vec<Agreement>,
     pub speed: Vec<Speed>,
     pub text: Option<TextAgreement>,
     pub written_to: String,
+}
+
+/// What `--rounding` applied.
+#[derive(Debug, Clone, Serialize)]
+pub struct LearnedRounding {
+    pub file: String,
+    pub tensors: usize,
+    pub weights_rerounded: usize,
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
@@ -297,7 +342,15 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         })?;
     let fp32 = pack.read_verified("image_encoder.variants.fp32", &fp32_file)?;
     let fp32_sha = sha256_file(&pack.path(&fp32_file))?;
+    let rounding = match &args.rounding {
+        Some(path) => read_rounding(path, &fp32_sha)?,
+        None => BTreeMap::new(),
+    };
     let model = qdq::decode(&fp32)?;
+    if let Some(path) = &args.rounding {
+        qdq::check_rounding(&model, &rounding)
+            .with_context(|| format!("{}: the rounding does not fit this model", show(path)))?;
+    }
     let layers = qdq::quantisable_layers(&model)?;
     let keep_choice: KeepFp32 = args.keep_fp32.parse()?;
     if let KeepFp32::Layers(names) = &keep_choice {
@@ -395,6 +448,9 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|m| CalibrationTable::compute(&stats, *m, &data, &fp32_sha))
         .collect::<Result<_, _>>()?;
+    for t in &mut tables {
+        t.weight_rounding = rounding.clone();
+    }
     // Agreement, sensitivity and speed need onnxruntime (tract refuses int8).
     let ort = backend::backend(BackendKind::Onnxruntime).ok();
     let head_name = pack.manifest.default_head.clone();
@@ -449,6 +505,7 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             &t.amax(),
             &t.channel_means,
             keep,
+            &t.weight_rounding,
             ActivationFormat::OrtU8,
         )?))
     };
@@ -568,6 +625,16 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         head: head_name,
         tensors: primary.tensors.len(),
         kept_fp32: primary.keep_fp32.iter().cloned().collect(),
+        learned_rounding: args.rounding.as_ref().map(|f| LearnedRounding {
+            file: show(f),
+            tensors: rounding.len(),
+            // Checked against the model above, so these decode.
+            weights_rerounded: rounding
+                .values()
+                .filter_map(|t| dishcam_calibration::rounding::decode(t, usize::MAX / 16).ok())
+                .map(|p| p.len())
+                .sum(),
+        }),
         sensitivity,
         agreement,
         speed,
@@ -862,6 +929,7 @@ fn sensitivity_of(
             &amax,
             &table.channel_means,
             keep,
+            &table.weight_rounding,
             ActivationFormat::OrtU8,
         )?);
         let (emb, _) = embed_with(pack, ort, Precision::Int8, 1, &bytes, photos)?;
@@ -1022,6 +1090,12 @@ pub fn report_markdown(r: &Report) -> String {
         s.push_str(&format!(
             "Left in fp32 (most sensitive): {}.\n\n",
             r.kept_fp32.join(", ")
+        ));
+    }
+    if let Some(l) = &r.learned_rounding {
+        s.push_str(&format!(
+            "Learned weight rounding (AdaRound) from `{}`: {} weights in {} tensors round the other way from nearest, in every method's int8 model below.\n\n",
+            l.file, l.weights_rerounded, l.tensors
         ));
     }
     if !r.agreement.is_empty() {

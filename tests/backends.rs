@@ -182,6 +182,7 @@ fn per_channel_int8_runs_on_onnxruntime_and_is_refused_by_tract() {
                 &amax,
                 &Default::default(),
                 &Default::default(),
+                &Default::default(),
                 format,
             )
             .unwrap(),

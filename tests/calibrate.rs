@@ -322,3 +322,60 @@ fn an_unknown_fp32_layer_names_it_before_any_work() {
     ]);
     assert_fails_with(&o, &["stem_relu6:2", "not a quantisable layer"]);
 }
+
+/// `--rounding`: a file that is not a rounding table, one learned for another model, one naming
+/// a weight the model lacks, and one with a position past a weight each fail with one clear
+/// line, before any photo is read (the photo directory does not exist).
+#[test]
+fn a_bad_rounding_file_is_refused_before_any_work() {
+    let env = Env::new();
+    let table: serde_json::Value =
+        serde_json::from_str(dishcam_models::pull::LITE_CALIBRATION).unwrap();
+    let sha = table["model_sha256"].as_str().unwrap();
+    let file = |name: &str, text: String| {
+        let p = env.dir(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let rounding = |weights: serde_json::Value| {
+        serde_json::json!({ "model_sha256": sha, "weights": weights }).to_string()
+    };
+    let at = |p: usize| dishcam_calibration::rounding::encode(&[p]);
+    let cases = [
+        (
+            file("junk.json", r#"{"weights": 3}"#.into()),
+            vec!["junk.json", "not a rounding table"],
+        ),
+        (
+            file(
+                "other.json",
+                serde_json::json!({ "model_sha256": "0".repeat(64), "weights": {} }).to_string(),
+            ),
+            vec!["other.json", "another image encoder"],
+        ),
+        (
+            file(
+                "unknown.json",
+                rounding(serde_json::json!({ "no_such.weight": at(0) })),
+            ),
+            vec!["unknown.json", "no_such.weight", "another model"],
+        ),
+        (
+            file(
+                "past.json",
+                rounding(serde_json::json!({ "_conv_head.weight": at(409_600) })),
+            ),
+            vec!["past.json", "_conv_head.weight", "past the weight's 409600 values"],
+        ),
+    ];
+    for (path, needles) in cases {
+        let o = env.run(&[
+            "calibrate",
+            "--images",
+            "/nonexistent/frames",
+            "--rounding",
+            &path,
+        ]);
+        assert_fails_with(&o, &needles);
+    }
+}

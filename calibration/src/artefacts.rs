@@ -56,6 +56,7 @@ pub fn write_image_int8(
         &amax,
         means,
         &table.keep_fp32,
+        &table.weight_rounding,
         ActivationFormat::OrtU8,
     )?);
     let trt = qdq::encode(&qdq::quantise_static(
@@ -63,6 +64,7 @@ pub fn write_image_int8(
         &amax,
         means,
         &table.keep_fp32,
+        &table.weight_rounding,
         ActivationFormat::Int8Symmetric,
     )?);
     // Layers kept in fp32 get no Q/DQ in the TensorRT model either, and their inputs no cache

@@ -239,6 +239,10 @@ pub struct CalibrationTable {
     /// Per-channel means of the calibrated tensors (bias correction).
     #[serde(default)]
     pub channel_means: BTreeMap<String, Vec<f32>>,
+    /// Learned weight rounding: weight initialiser -> the positions that round the other way
+    /// from nearest ([`crate::rounding`]). Empty unless `dishcam calibrate --rounding` gave one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub weight_rounding: BTreeMap<String, String>,
 }
 
 impl CalibrationTable {
@@ -286,6 +290,7 @@ impl CalibrationTable {
             tensors,
             keep_fp32: BTreeSet::new(),
             channel_means: stats.channel_means.clone(),
+            weight_rounding: BTreeMap::new(),
         })
     }
 

@@ -10,6 +10,7 @@
 //!
 //! - [`qdq`]: the graph rewrite: tensors to calibrate, static Q/DQ for onnxruntime (uint8
 //!   activations) and TensorRT (int8 symmetric), dynamic int8 MatMul for text encoders.
+//! - [`rounding`]: learned weight rounding (AdaRound) positions, as a table stores them.
 //! - [`collect`]: runs the fp32 encoder through a backend with those tensors exposed, builds
 //!   their histograms and the [`collect::CalibrationTable`].
 
@@ -18,6 +19,7 @@ pub mod artefacts;
 pub mod collect;
 pub mod histogram;
 pub mod qdq;
+pub mod rounding;
 pub mod trt_cache;
 
 pub use amax::{compute_amax, saturation, scale, CalibError, Method, ParseMethodError};

@@ -403,6 +403,7 @@ fn quantise_per_channel(
     dims: &[i64],
     axis: usize,
     min_scales: Option<&[f32]>,
+    reround: &[usize],
 ) -> QuantisedWeight {
     let dims: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
     let channels = dims[axis];
@@ -423,7 +424,7 @@ fn quantise_per_channel(
             *s = s.max(*m);
         }
     }
-    let values = w
+    let mut values: Vec<i8> = w
         .iter()
         .enumerate()
         .map(|(i, &x)| {
@@ -432,6 +433,10 @@ fn quantise_per_channel(
                 .clamp(-127.0, 127.0) as i8
         })
         .collect();
+    // Learned rounding (positions checked against `w.len()` when decoded).
+    for &i in reround {
+        values[i] = crate::rounding::reround(w[i], scales[channel_of(i)]);
+    }
     QuantisedWeight { values, scales }
 }
 
@@ -505,6 +510,36 @@ struct ActParams {
     unsigned: bool,
 }
 
+/// Checks a learned-rounding table against `model`: every name is the weight of a Conv, Gemm or
+/// MatMul, and every entry decodes to positions within that weight. (A kept layer's entry is
+/// allowed, and unused.)
+pub fn check_rounding(
+    model: &ModelProto,
+    weight_rounding: &BTreeMap<String, String>,
+) -> Result<(), QdqError> {
+    let g = graph(model)?;
+    let index = Index::new(g);
+    for (name, text) in weight_rounding {
+        let weight = g
+            .node
+            .iter()
+            .filter(|n| matches!(n.op_type.as_str(), "Conv" | "Gemm" | "MatMul"))
+            .filter(|n| n.input.get(1) == Some(name))
+            .find_map(|_| index.initialisers.get(name.as_str()));
+        let bad = |problem: String| QdqError::Weight {
+            name: name.clone(),
+            problem,
+        };
+        let Some(t) = weight else {
+            return Err(bad("the learned rounding names it, but it is no Conv, Gemm or MatMul weight of this model; the table was made for another model".into()));
+        };
+        let len = t.dims.iter().product::<i64>().max(0) as usize;
+        crate::rounding::decode(text, len)
+            .map_err(|e| bad(format!("its learned rounding: {e}")))?;
+    }
+    Ok(())
+}
+
 /// Rewrites `model` with static Q/DQ from `amax` (per tensor, as [`calibration_tensors`]
 /// names them) and per-channel int8 weights.
 ///
@@ -519,16 +554,22 @@ struct ActParams {
 /// to quantise: their weights and bias stay float and they read their inputs unquantised (no
 /// Q/DQ in front of them; a tensor that a quantised layer also reads keeps its Q/DQ for that
 /// reader). A Relu/Clip whose output a kept layer reads is not absorbed.
+///
+/// `weight_rounding` (weight initialiser name -> [`crate::rounding`] text) rounds the listed
+/// weights the other way from nearest: learned rounding. A name that is not a weight this
+/// rewrite quantises is an error (the table was made for another model).
 pub fn quantise_static(
     model: &ModelProto,
     amax: &BTreeMap<String, f32>,
     channel_means: &BTreeMap<String, Vec<f32>>,
     keep_fp32: &BTreeSet<String>,
+    weight_rounding: &BTreeMap<String, String>,
     format: ActivationFormat,
 ) -> Result<ModelProto, QdqError> {
     let src = graph(model)?;
     let index = Index::new(src);
     let kept = kept_nodes(src, keep_fp32)?;
+    check_rounding(model, weight_rounding)?;
     let get_amax = |t: &str| -> Result<f32, QdqError> {
         amax.get(t)
             .copied()
@@ -683,7 +724,22 @@ pub fn quantise_static(
                         }),
                         _ => None,
                     };
-                    let q = quantise_per_channel(&values, &t.dims, axis, min_scales.as_deref());
+                    let reround = match weight_rounding.get(w.as_str()) {
+                        Some(text) => crate::rounding::decode(text, values.len()).map_err(|e| {
+                            QdqError::Weight {
+                                name: w.clone(),
+                                problem: format!("its learned rounding: {e}"),
+                            }
+                        })?,
+                        None => Vec::new(),
+                    };
+                    let q = quantise_per_channel(
+                        &values,
+                        &t.dims,
+                        axis,
+                        min_scales.as_deref(),
+                        &reround,
+                    );
                     if let Some(mean) = channel_means.get(&data_input(&n)) {
                         if let Some(shift) = output_shift(&n, &values, &q, &t.dims, mean) {
                             bias_shift.insert(w.clone(), shift);
@@ -833,7 +889,7 @@ pub fn quantise_dynamic(model: &ModelProto) -> Result<ModelProto, QdqError> {
             name: w.clone(),
             problem,
         })?;
-        let q = quantise_per_channel(&values, &t.dims, 1, None);
+        let q = quantise_per_channel(&values, &t.dims, 1, None, &[]);
         let cols = q.scales.len() as i64;
         let (qn, sn, zn) = (
             format!("{w}_quantized"),
@@ -1005,6 +1061,7 @@ mod tests {
             &amax,
             &BTreeMap::new(),
             &BTreeSet::new(),
+            &BTreeMap::new(),
             ActivationFormat::OrtU8,
         )
         .unwrap();
@@ -1038,6 +1095,7 @@ mod tests {
             &amax,
             &BTreeMap::new(),
             &BTreeSet::new(),
+            &BTreeMap::new(),
             ActivationFormat::Int8Symmetric,
         )
         .unwrap();
@@ -1050,7 +1108,7 @@ mod tests {
         let amax = BTreeMap::from([("x".to_string(), 2.0), ("c1".to_string(), 6.0)]);
         let q = |keep: &[&str], format| {
             let keep: BTreeSet<String> = keep.iter().map(|k| k.to_string()).collect();
-            quantise_static(&m, &amax, &BTreeMap::new(), &keep, format)
+            quantise_static(&m, &amax, &BTreeMap::new(), &keep, &BTreeMap::new(), format)
                 .unwrap()
                 .graph
                 .unwrap()
@@ -1086,6 +1144,7 @@ mod tests {
             &amax,
             &BTreeMap::new(),
             &keep(&["relu6"]),
+            &BTreeMap::new(),
             ActivationFormat::OrtU8,
         )
         .unwrap_err();
@@ -1107,6 +1166,7 @@ mod tests {
             &amax,
             &BTreeMap::new(),
             &BTreeSet::new(),
+            &BTreeMap::new(),
             ActivationFormat::Int8Symmetric,
         )
         .unwrap();
@@ -1115,6 +1175,7 @@ mod tests {
             &amax,
             &means,
             &BTreeSet::new(),
+            &BTreeMap::new(),
             ActivationFormat::Int8Symmetric,
         )
         .unwrap();
@@ -1149,5 +1210,66 @@ mod tests {
             );
             assert!((p[i] - [0.1, -0.2][i]).abs() <= step);
         }
+    }
+
+    #[test]
+    fn learned_rounding_rounds_the_listed_weights_the_other_way_and_the_bias_follows() {
+        let m = exported_like();
+        let amax = BTreeMap::from([("x".to_string(), 2.0), ("c1".to_string(), 6.0)]);
+        let means = BTreeMap::from([("x".to_string(), vec![1.5, -0.5])]);
+        let run = |rounding: &BTreeMap<String, String>| {
+            quantise_static(
+                &m,
+                &amax,
+                &means,
+                &BTreeSet::new(),
+                rounding,
+                ActivationFormat::Int8Symmetric,
+            )
+        };
+        let weights = |m: &ModelProto| -> (Vec<i8>, f32) {
+            let g = m.graph.as_ref().unwrap();
+            let get = |n: &str| g.initializer.iter().find(|t| t.name == n).unwrap();
+            let w = get("w1_quantized")
+                .raw_data
+                .iter()
+                .map(|&b| b as i8)
+                .collect();
+            let q = &get("b1_quantized").raw_data;
+            let s = f32_values(get("b1_quantized_scale")).unwrap();
+            (
+                w,
+                i32::from_le_bytes([q[0], q[1], q[2], q[3]]) as f32 * s[0],
+            )
+        };
+        // w1 / scale = [[127, -63.5], [127, 95.25]]: nearest-even gives [127, -64, 127, 95].
+        let (plain, plain_bias) = weights(&run(&BTreeMap::new()).unwrap());
+        assert_eq!(plain, [127, -64, 127, 95]);
+        let rounding = BTreeMap::from([("w1".to_string(), crate::rounding::encode(&[1, 3]))]);
+        let (learned, learned_bias) = weights(&run(&rounding).unwrap());
+        assert_eq!(learned, [127, -63, 127, 96]);
+        // Channel 0's second weight moved up one step (0.5 / 127) against an input of mean
+        // -0.5: the corrected bias moves by that step x 0.5.
+        let step = 0.5 / 127.0;
+        assert!(
+            ((learned_bias - plain_bias) - step * 0.5).abs() < 1e-4,
+            "{plain_bias} -> {learned_bias}"
+        );
+
+        let err = run(&BTreeMap::from([(
+            "w9".to_string(),
+            crate::rounding::encode(&[0]),
+        )]))
+        .unwrap_err();
+        assert!(err.to_string().contains("another model"), "{err}");
+        let err = run(&BTreeMap::from([(
+            "w1".to_string(),
+            crate::rounding::encode(&[4]),
+        )]))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("past the weight's 4 values"),
+            "{err}"
+        );
     }
 }
