@@ -365,7 +365,11 @@ fn a_bad_rounding_file_is_refused_before_any_work() {
                 "past.json",
                 rounding(serde_json::json!({ "_conv_head.weight": at(409_600) })),
             ),
-            vec!["past.json", "_conv_head.weight", "past the weight's 409600 values"],
+            vec![
+                "past.json",
+                "_conv_head.weight",
+                "past the weight's 409600 values",
+            ],
         ),
     ];
     for (path, needles) in cases {
