@@ -347,10 +347,15 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         None => BTreeMap::new(),
     };
     let model = qdq::decode(&fp32)?;
-    if let Some(path) = &args.rounding {
-        qdq::check_rounding(&model, &rounding)
-            .with_context(|| format!("{}: the rounding does not fit this model", show(path)))?;
-    }
+    // Checked before any photo is read; the count goes into the report.
+    let rerounded: usize = match &args.rounding {
+        Some(path) => qdq::decode_rounding(&model, &rounding)
+            .with_context(|| format!("{}: the rounding does not fit this model", show(path)))?
+            .values()
+            .map(Vec::len)
+            .sum(),
+        None => 0,
+    };
     let layers = qdq::quantisable_layers(&model)?;
     let keep_choice: KeepFp32 = args.keep_fp32.parse()?;
     if let KeepFp32::Layers(names) = &keep_choice {
@@ -628,12 +633,7 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         learned_rounding: args.rounding.as_ref().map(|f| LearnedRounding {
             file: show(f),
             tensors: rounding.len(),
-            // Checked against the model above, so these decode.
-            weights_rerounded: rounding
-                .values()
-                .filter_map(|t| dishcam_calibration::rounding::decode(t, usize::MAX / 16).ok())
-                .map(|p| p.len())
-                .sum(),
+            weights_rerounded: rerounded,
         }),
         sensitivity,
         agreement,

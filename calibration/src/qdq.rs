@@ -433,7 +433,7 @@ fn quantise_per_channel(
                 .clamp(-127.0, 127.0) as i8
         })
         .collect();
-    // Learned rounding (positions checked against `w.len()` when decoded).
+    // Learned rounding (positions checked against the weight's length by `decode_rounding`).
     for &i in reround {
         values[i] = crate::rounding::reround(w[i], scales[channel_of(i)]);
     }
@@ -510,15 +510,16 @@ struct ActParams {
     unsigned: bool,
 }
 
-/// Checks a learned-rounding table against `model`: every name is the weight of a Conv, Gemm or
-/// MatMul, and every entry decodes to positions within that weight. (A kept layer's entry is
-/// allowed, and unused.)
-pub fn check_rounding(
+/// Decodes a learned-rounding table against `model`: weight name -> positions to round the
+/// other way. Every name must be the weight of a Conv, Gemm or MatMul, and every position within
+/// that weight. (A kept layer's entry is allowed, and unused.)
+pub fn decode_rounding(
     model: &ModelProto,
     weight_rounding: &BTreeMap<String, String>,
-) -> Result<(), QdqError> {
+) -> Result<BTreeMap<String, Vec<usize>>, QdqError> {
     let g = graph(model)?;
     let index = Index::new(g);
+    let mut out = BTreeMap::new();
     for (name, text) in weight_rounding {
         let weight = g
             .node
@@ -534,10 +535,11 @@ pub fn check_rounding(
             return Err(bad("the learned rounding names it, but it is no Conv, Gemm or MatMul weight of this model; the table was made for another model".into()));
         };
         let len = t.dims.iter().product::<i64>().max(0) as usize;
-        crate::rounding::decode(text, len)
+        let positions = crate::rounding::decode(text, len)
             .map_err(|e| bad(format!("its learned rounding: {e}")))?;
+        out.insert(name.clone(), positions);
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Rewrites `model` with static Q/DQ from `amax` (per tensor, as [`calibration_tensors`]
@@ -556,8 +558,9 @@ pub fn check_rounding(
 /// reader). A Relu/Clip whose output a kept layer reads is not absorbed.
 ///
 /// `weight_rounding` (weight initialiser name -> [`crate::rounding`] text) rounds the listed
-/// weights the other way from nearest: learned rounding. A name that is not a weight this
-/// rewrite quantises is an error (the table was made for another model).
+/// weights the other way from nearest: learned rounding. A name that is no weight of the model,
+/// or a position past one, is an error (the table was made for another model); see
+/// [`decode_rounding`].
 pub fn quantise_static(
     model: &ModelProto,
     amax: &BTreeMap<String, f32>,
@@ -569,7 +572,7 @@ pub fn quantise_static(
     let src = graph(model)?;
     let index = Index::new(src);
     let kept = kept_nodes(src, keep_fp32)?;
-    check_rounding(model, weight_rounding)?;
+    let reround = decode_rounding(model, weight_rounding)?;
     let get_amax = |t: &str| -> Result<f32, QdqError> {
         amax.get(t)
             .copied()
@@ -724,21 +727,12 @@ pub fn quantise_static(
                         }),
                         _ => None,
                     };
-                    let reround = match weight_rounding.get(w.as_str()) {
-                        Some(text) => crate::rounding::decode(text, values.len()).map_err(|e| {
-                            QdqError::Weight {
-                                name: w.clone(),
-                                problem: format!("its learned rounding: {e}"),
-                            }
-                        })?,
-                        None => Vec::new(),
-                    };
                     let q = quantise_per_channel(
                         &values,
                         &t.dims,
                         axis,
                         min_scales.as_deref(),
-                        &reround,
+                        reround.get(w.as_str()).map_or(&[], Vec::as_slice),
                     );
                     if let Some(mean) = channel_means.get(&data_input(&n)) {
                         if let Some(shift) = output_shift(&n, &values, &q, &t.dims, mean) {
