@@ -7,6 +7,7 @@ encoder and an INT8 Q/DQ variant written by `dishcam calibrate`, then for varian
 - activations only: every weight and bias back in fp32, so only the activations are int8;
 - weights only: every activation Q/DQ pair removed (the ReLU6 clamps they absorbed put back),
   so only the int8 weights differ from fp32;
+- of the activations, the ReLU6 outputs alone, or the signed ones (the residual stream) alone;
 - bias correction: each quantised conv's mean output shift against fp32, per channel, measured
   on calibration photos and removed from its bias, layer by layer in graph order;
 - MSE weight scales: each conv's per-channel weight scale chosen to minimise the squared
@@ -113,25 +114,32 @@ class Judge:
 
 
 def weights_only(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Removes every activation QuantizeLinear/DequantizeLinear pair. A ReLU6 whose clamp the
-    activation quantisation absorbed (the conv writes the `relu6` tensor itself) gets its Clip
-    back, so the graph computes the fp32 function on int8 weights."""
+    """Every activation QuantizeLinear/DequantizeLinear pair removed: the fp32 function on int8
+    weights."""
+    return without_activation_qdq(model, lambda _tensor, _zero_point: True)
+
+
+def without_activation_qdq(model: onnx.ModelProto, which) -> onnx.ModelProto:
+    """Removes the activation QuantizeLinear/DequantizeLinear pairs for which
+    `which(tensor, zero_point)` holds. A ReLU6 whose clamp the activation quantisation absorbed
+    (the conv writes the `relu6` tensor itself) gets its Clip back."""
     m = copy.deepcopy(model)
     nodes = list(m.graph.node)
+    init = initialisers(m)
     quant = {n.output[0]: n for n in nodes if n.op_type == "QuantizeLinear"}
     producer = {o: n for n in nodes for o in n.output}
-    rename, dropped_q = {}, set()
+    dropped_q = {y for y, q in quant.items() if which(q.input[0], int(nh.to_array(init[q.input[2]])))}
+    rename = {}
     kept = []
     for n in nodes:
-        if n.op_type == "DequantizeLinear" and n.input[0] in quant:
+        if n.op_type == "DequantizeLinear" and n.input[0] in dropped_q:
             x = quant[n.input[0]].input[0]
-            dropped_q.add(n.input[0])
             if "relu6" in x and producer[x].op_type == "Conv":
                 kept.append(helper.make_node("Clip", [x, "relu6_min", "relu6_max"], [n.output[0]]))
             else:
                 rename[n.output[0]] = x
             continue
-        if n.op_type == "QuantizeLinear" and n.output[0] in quant:
+        if n.op_type == "QuantizeLinear" and n.output[0] in dropped_q:
             continue
         kept.append(copy.deepcopy(n))
     for n in kept:
@@ -289,10 +297,15 @@ def main() -> None:
     print(f"fp32 top-1 logit margin: 2 % below {q[0]:.3f}, 5 % below {q[1]:.3f}, median {q[2]:.2f}")
     means = json.loads(table_path.read_text())["channel_means"]
     # The budget: int8 weights, int8 activations, both; all without graph optimisation.
+    acts = activations_only(int8, fp32)
     for name, model in [
         ("int8 as written", int8),
         ("weights only int8", weights_only(int8)),
-        ("activations only int8", activations_only(int8, fp32)),
+        ("activations only int8", acts),
+        # Which activations: zero point 0 marks the ReLU6 outputs (uint8 from 0); the rest are
+        # signed, the residual stream (projection outputs and skip sums) and the input.
+        ("  ReLU6 outputs only", without_activation_qdq(acts, lambda _t, zp: zp != 0)),
+        ("  signed ones only", without_activation_qdq(acts, lambda _t, zp: zp == 0)),
     ]:
         flips, cos = judge.check(model, optimise=False)
         print(f"{name:22} top-1 agreement {1 - flips / len(val):.2%} ({flips} flips), cosine {cos:.5f} (unoptimised)")
