@@ -46,7 +46,7 @@ import onnx
 import onnxruntime as ort
 import torch
 import torch.nn.functional as F
-from int8_error_budget import Judge, initialisers, preprocess, set_bias, split
+from int8_error_budget import Judge, Start, initialisers, preprocess, set_bias, split, start_arguments
 from onnx import numpy_helper as nh
 
 ZETA, GAMMA = 1.1, -0.1
@@ -196,10 +196,7 @@ def rerounded(w: np.ndarray, scale: np.ndarray, ints: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--pack", type=Path, required=True, help="the installed lite pack directory")
-    ap.add_argument("--int8", type=Path, help="INT8 Q/DQ model to start from (default: the pack's)")
-    ap.add_argument("--table", type=Path, help="its calibration table (default: beside it)")
-    ap.add_argument("--data", type=Path, required=True, help="food101-10class/train")
+    start_arguments(ap)
     ap.add_argument("--out", type=Path, required=True, help="where to write the rounding table")
     ap.add_argument("--samples", type=int, default=500)
     ap.add_argument("--iters", type=int, default=1000)
@@ -211,13 +208,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
-    fp32 = onnx.load(args.pack / "image_encoder.onnx")
-    int8_path = args.int8 or args.pack / "image_encoder.int8.onnx"
-    int8 = onnx.load(int8_path)
-    table_path = args.table or int8_path.parent / "image_encoder.calibration.json"
-    table = json.loads(table_path.read_text())
+    start = Start(args)
+    fp32, int8, table = start.fp32, start.int8, start.table
     if table.get("weight_rounding"):
-        raise SystemExit(f"{table_path}: this table already has a learned rounding; learn from one without")
+        raise SystemExit(f"{start.table_path}: this table already has a learned rounding; learn from one without")
     means = table["channel_means"]
     calib_paths, valid_paths = split(args.data)
     calib = [preprocess(p) for p in calib_paths[: args.samples]]
@@ -252,7 +246,7 @@ def main() -> None:
     tmp.replace(args.out)
     print(f"wrote {args.out}", flush=True)
     valid = [preprocess(p) for p in valid_paths[: args.validate]]
-    judge = Judge(fp32, args.pack / "heads/food101/head.onnx", valid)
+    judge = Judge(fp32, start.head, valid)
     for name, model in [("nearest (as shipped)", original), ("adaround", int8)]:
         flips, cos = judge.check(model)
         print(f"{name:22} top-1 agreement {1 - flips / len(valid):.2%} ({flips} flips), cosine {cos:.5f}")

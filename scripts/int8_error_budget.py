@@ -274,28 +274,44 @@ def mse_weight_scales(model, fp32, channel_means) -> onnx.ModelProto:
     return m
 
 
+def start_arguments(ap: argparse.ArgumentParser) -> None:
+    """The arguments every INT8 experiment script takes: the pack, the INT8 model `dishcam
+    calibrate` wrote and its table, and the photos."""
+    ap.add_argument("--pack", type=Path, required=True, help="the installed lite pack directory")
+    ap.add_argument("--int8", type=Path, help="INT8 Q/DQ model to start from (default: the pack's)")
+    ap.add_argument("--table", type=Path, help="its calibration table (default: beside it)")
+    ap.add_argument("--data", type=Path, required=True, help="food101-10class/train")
+
+
+class Start:
+    """What `start_arguments` name, loaded: the fp32 and INT8 encoders and the table."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.fp32 = onnx.load(args.pack / "image_encoder.onnx")
+        int8_path = args.int8 or args.pack / "image_encoder.int8.onnx"
+        self.int8 = onnx.load(int8_path)
+        self.table_path = args.table or int8_path.parent / "image_encoder.calibration.json"
+        self.table = json.loads(self.table_path.read_text())
+        self.head = args.pack / "heads/food101/head.onnx"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--pack", type=Path, required=True, help="the installed lite pack directory")
-    ap.add_argument("--int8", type=Path, help="INT8 Q/DQ model (default: the pack's)")
-    ap.add_argument("--table", type=Path, help="its calibration table (default: the pack's)")
-    ap.add_argument("--data", type=Path, required=True, help="food101-10class/train")
+    start_arguments(ap)
     ap.add_argument("--validate", type=int, default=1000)
     ap.add_argument("--calibrate", type=int, default=100)
     args = ap.parse_args()
-    int8_path = args.int8 or args.pack / "image_encoder.int8.onnx"
-    table_path = args.table or int8_path.parent / "image_encoder.calibration.json"
+    start = Start(args)
+    fp32, int8 = start.fp32, start.int8
     calib_paths, valid_paths = split(args.data)
     val = [preprocess(p) for p in valid_paths[: args.validate]]
     cal = [preprocess(p) for p in calib_paths[: args.calibrate]]
-    fp32 = onnx.load(args.pack / "image_encoder.onnx")
-    int8 = onnx.load(int8_path)
-    judge = Judge(fp32, args.pack / "heads/food101/head.onnx", val)
+    judge = Judge(fp32, start.head, val)
     margins = judge.margins()
     print(f"{len(val)} validation photos, {len(cal)} calibration photos")
     q = np.quantile(margins, [0.02, 0.05, 0.5])
     print(f"fp32 top-1 logit margin: 2 % below {q[0]:.3f}, 5 % below {q[1]:.3f}, median {q[2]:.2f}")
-    means = json.loads(table_path.read_text())["channel_means"]
+    means = start.table["channel_means"]
     # The budget: int8 weights, int8 activations, both; all without graph optimisation.
     acts = activations_only(int8, fp32)
     for name, model in [
@@ -311,7 +327,7 @@ def main() -> None:
         print(f"{name:22} top-1 agreement {1 - flips / len(val):.2%} ({flips} flips), cosine {cos:.5f} (unoptimised)")
     # The MSE scales re-round every weight to nearest and redo the bias correction from the
     # nearest rounding, which is wrong for a model with a learned rounding: that row is skipped.
-    learned = bool(json.loads(table_path.read_text()).get("weight_rounding"))
+    learned = bool(start.table.get("weight_rounding"))
     for name, model in [
         ("int8 as written", int8),
         ("bias correction", bias_corrected(int8, fp32, cal)),

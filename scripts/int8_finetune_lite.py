@@ -56,7 +56,7 @@ import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
-from int8_error_budget import Judge, initialisers, preprocess, session, split
+from int8_error_budget import Judge, Start, initialisers, preprocess, session, split, start_arguments
 from onnx import numpy_helper as nh
 
 
@@ -288,10 +288,7 @@ def rewritten(model: onnx.ModelProto, net: Int8Graph) -> onnx.ModelProto:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--pack", type=Path, required=True, help="the installed lite pack directory")
-    ap.add_argument("--int8", type=Path, help="INT8 Q/DQ model to start from (default: the pack's)")
-    ap.add_argument("--table", type=Path, help="its calibration table (default: beside it)")
-    ap.add_argument("--data", type=Path, required=True, help="food101-10class/train")
+    start_arguments(ap)
     ap.add_argument("--out", type=Path, required=True, help="where to write the ranges")
     ap.add_argument("--samples", type=int, default=500)
     ap.add_argument("--steps", type=int, default=400)
@@ -313,12 +310,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
-    fp32 = onnx.load(args.pack / "image_encoder.onnx")
-    int8_path = args.int8 or args.pack / "image_encoder.int8.onnx"
-    int8 = onnx.load(int8_path)
-    table_path = args.table or int8_path.parent / "image_encoder.calibration.json"
-    table = json.loads(table_path.read_text())
-    head = initialisers(onnx.load(args.pack / "heads/food101/head.onnx"))
+    given = Start(args)
+    fp32, int8, table = given.fp32, given.int8, given.table
+    head = initialisers(onnx.load(given.head))
     hw = torch.from_numpy(nh.to_array(head["head.weight"]).copy())
     hb = torch.from_numpy(nh.to_array(head["head.bias"]).copy())
 
@@ -385,7 +379,7 @@ def main() -> None:
     tmp.replace(args.out)
     print(f"wrote {args.out}", flush=True)
     valid = [preprocess(p) for p in valid_paths[: args.validate]]
-    judge = Judge(fp32, args.pack / "heads/food101/head.onnx", valid)
+    judge = Judge(fp32, given.head, valid)
     learned = rewritten(int8, net)
     for name, model in [("as written", int8), (f"learned {args.learn}", learned)]:
         flips, cos = judge.check(model)
