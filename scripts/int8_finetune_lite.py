@@ -260,8 +260,9 @@ def rewritten(model: onnx.ModelProto, net: Int8Graph) -> onnx.ModelProto:
         init[name].CopyFrom(nh.from_array(np.asarray(s, np.float32), name))
     float_bias = {}
     with torch.no_grad():
+        all_ints = net.ints()
         for c in net.convs.values():
-            ints = net.ints()[c["name"]]
+            ints = all_ints[c["name"]]
             init[c["name"] + "_quantized"].CopyFrom(nh.from_array(ints.astype(np.int8), c["name"] + "_quantized"))
             _, b = net.conv_params(c)
             if b is not None:
@@ -357,7 +358,8 @@ def main() -> None:
         for sc in scheds:
             sc.step()
         if step % 25 == 0 or step == args.steps - 1:
-            flipped = sum(int((a != net.ints()[k]).sum()) for k, a in start_ints.items())
+            now = net.ints()
+            flipped = sum(int((a != now[k]).sum()) for k, a in start_ints.items())
             print(
                 f"step {step}: {flipped} weights rounded otherwise, kl {kl.item():.5f}, "
                 f"relative embedding error {rel.item():.5f} ({time.time() - t0:.0f} s)",
