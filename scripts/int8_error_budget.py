@@ -39,13 +39,18 @@ from onnx import numpy_helper as nh
 from PIL import Image
 
 
-def preprocess(path: Path) -> np.ndarray:
+def preprocess(path: Path, change=None, shift: int = 0, resample=Image.BILINEAR) -> np.ndarray:
+    """The encoder's input for a photo: short side to 256, centre crop 224, (x - 127) / 128.
+    `change` (image -> image) alters the photo first, `shift` moves the crop right and down by
+    that many pixels, `resample` is the resize filter (scripts/fp32_stability_lite.py)."""
     img = Image.open(path).convert("RGB")
+    if change is not None:
+        img = change(img)
     w, h = img.size
     s = 256 / min(w, h)
-    img = img.resize((max(224, round(w * s)), max(224, round(h * s))), Image.BILINEAR)
+    img = img.resize((max(224, round(w * s)), max(224, round(h * s))), resample)
     w, h = img.size
-    left, top = (w - 224) // 2, (h - 224) // 2
+    left, top = min(w - 224, (w - 224) // 2 + shift), min(h - 224, (h - 224) // 2 + shift)
     img = img.crop((left, top, left + 224, top + 224))
     x = (np.asarray(img, np.float32) - 127.0) / 128.0
     return x.transpose(2, 0, 1)[None]

@@ -194,6 +194,45 @@ pub struct Agreement {
     pub cosine_min: f64,
     /// Tensors whose amax clips more than 0.1 % of calibration values.
     pub saturated_tensors: usize,
+    /// Top-1 agreement by how far fp32's top class led its runner-up.
+    pub by_margin: [MarginBand; MARGIN_EDGES.len() + 1],
+}
+
+/// Edges of the bands of fp32's margin (its top class's logit lead over the runner-up) that the
+/// report splits top-1 agreement by. int8's error behaves like noise of a fixed size, so it
+/// changes the answer only where fp32 itself was nearly undecided; the bands show where.
+pub const MARGIN_EDGES: [f32; 3] = [0.25, 0.5, 1.0];
+
+/// The photos whose fp32 margin lies in `[from, to)` (`to` none: no upper edge), and how many
+/// of them int8 gives the same top-1 class.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MarginBand {
+    pub from: f32,
+    pub to: Option<f32>,
+    pub photos: usize,
+    pub same_top1: usize,
+}
+
+/// The empty bands of [`MARGIN_EDGES`].
+fn margin_bands() -> [MarginBand; MARGIN_EDGES.len() + 1] {
+    std::array::from_fn(|i| MarginBand {
+        from: if i == 0 { 0.0 } else { MARGIN_EDGES[i - 1] },
+        to: MARGIN_EDGES.get(i).copied(),
+        photos: 0,
+        same_top1: 0,
+    })
+}
+
+/// Counts one photo into `bands`: fp32's scores and whether int8 kept its top-1 class.
+fn count_margin(bands: &mut [MarginBand], fp32_scores: &[f32], same_top1: bool) {
+    let top = top_indices(fp32_scores, 2);
+    let margin = match top[..] {
+        [a, b] => fp32_scores[a] - fp32_scores[b],
+        _ => f32::INFINITY,
+    };
+    let band = MARGIN_EDGES.iter().take_while(|&&e| margin >= e).count();
+    bands[band].photos += 1;
+    bands[band].same_top1 += usize::from(same_top1);
 }
 
 /// Median encode time in ms of one configuration.
@@ -549,6 +588,7 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
                 cosine_mean: f.cosine_mean,
                 cosine_min: f.cosine_min,
                 saturated_tensors: t.tensors.values().filter(|a| a.saturation > 1e-3).count(),
+                by_margin: f.by_margin,
             });
             b.inc(1);
         }
@@ -752,6 +792,8 @@ pub struct Fidelity {
     pub top5: f64,
     pub cosine_mean: f64,
     pub cosine_min: f64,
+    /// Top-1 agreement by fp32's margin; empty bands without a head.
+    pub by_margin: [MarginBand; MARGIN_EDGES.len() + 1],
 }
 
 /// fp32's embeddings and head scores on some photos, which int8 encoders are compared with.
@@ -802,6 +844,7 @@ impl Judge {
             .map(|(a, b)| cosine(a, b))
             .collect();
         let (mut top1, mut top5, mut n) = (0usize, 0usize, 0usize);
+        let mut by_margin = margin_bands();
         for (i, e) in embeddings.iter().enumerate() {
             let Some(reference) = self.reference_scores.get(i) else {
                 break;
@@ -812,6 +855,7 @@ impl Judge {
                 n += 1;
                 top1 += usize::from(a[0] == b[0]);
                 top5 += a.iter().filter(|c| b.contains(c)).count();
+                count_margin(&mut by_margin, &self.reference_scores[i], a[0] == b[0]);
             }
         }
         let frac = |hits: usize, of: usize| {
@@ -827,6 +871,7 @@ impl Judge {
             top5: frac(top5, 5 * n),
             cosine_mean: cos.iter().sum::<f64>() / cos.len().max(1) as f64,
             cosine_min: cos.iter().copied().fold(f64::INFINITY, f64::min),
+            by_margin,
         })
     }
 }
@@ -1113,6 +1158,7 @@ pub fn report_markdown(r: &Report) -> String {
             ));
         }
         s.push('\n');
+        s.push_str(&margin_table(&r.agreement));
     }
     if let Some(sens) = &r.sensitivity {
         s.push_str(&format!(
@@ -1165,6 +1211,49 @@ pub fn report_markdown(r: &Report) -> String {
             t.cosine_mean, t.cosine_min, t.texts, t.fp32_ms, t.int8_ms
         ));
     }
+    s
+}
+
+/// The report's table of top-1 agreement by fp32's margin, one row per agreement check; empty
+/// when no check had a head.
+fn margin_table(agreement: &[Agreement]) -> String {
+    let Some(first) = agreement
+        .iter()
+        .find(|a| a.by_margin.iter().any(|b| b.photos > 0))
+    else {
+        return String::new();
+    };
+    let band = |b: &MarginBand| match b.to {
+        Some(to) => format!("{} to {}", b.from, to),
+        None => format!(">= {}", b.from),
+    };
+    let heads: Vec<String> = first.by_margin.iter().map(band).collect();
+    let mut s = format!(
+        "Top-1 agreement by fp32's margin (its top class's logit lead over the runner-up): int8's error is like noise, and changes the answer where fp32 was nearly undecided.\n\n| method | layers in fp32 | {} |\n|---|---|{}\n",
+        heads.join(" | "),
+        "---|".repeat(heads.len())
+    );
+    for a in agreement {
+        let cells: Vec<String> = a
+            .by_margin
+            .iter()
+            .map(|b| match b.photos {
+                0 => "no photos".to_string(),
+                n => format!(
+                    "{:.1} % of {n} ({} changed)",
+                    100.0 * b.same_top1 as f64 / n as f64,
+                    n - b.same_top1
+                ),
+            })
+            .collect();
+        s.push_str(&format!(
+            "| {} | {} | {} |\n",
+            a.method,
+            a.kept_fp32,
+            cells.join(" | ")
+        ));
+    }
+    s.push('\n');
     s
 }
 
@@ -1229,6 +1318,52 @@ mod tests {
     }
 
     #[test]
+    fn photos_count_into_the_band_of_fp32s_margin() {
+        let mut bands = margin_bands();
+        count_margin(&mut bands, &[2.0, 1.9, 0.0], false); // margin 0.1
+        count_margin(&mut bands, &[0.0, 3.0, 2.5], true); // 0.5: on an edge, the band above
+        count_margin(&mut bands, &[0.0, 3.0, 2.4], true); // 0.6
+        count_margin(&mut bands, &[5.0, 1.0, 4.0], true); // 1.0
+        count_margin(&mut bands, &[7.0], true); // one class: no runner-up
+        let got: Vec<(usize, usize)> = bands.iter().map(|b| (b.photos, b.same_top1)).collect();
+        assert_eq!(got, [(1, 0), (0, 0), (2, 2), (2, 2)]);
+        assert_eq!((bands[0].from, bands[0].to), (0.0, Some(0.25)));
+        assert_eq!((bands[3].from, bands[3].to), (1.0, None));
+    }
+
+    #[test]
+    fn the_margin_table_has_a_row_per_check_and_is_empty_without_a_head() {
+        let mut bands = margin_bands();
+        for _ in 0..3 {
+            count_margin(&mut bands, &[1.0, 0.9], true);
+        }
+        count_margin(&mut bands, &[1.0, 0.9], false);
+        count_margin(&mut bands, &[3.0, 0.0], true);
+        let check = |method: &str, by_margin| Agreement {
+            method: method.into(),
+            kept_fp32: 4,
+            photos: 5,
+            top1: 0.8,
+            top5: 1.0,
+            cosine_mean: 0.999,
+            cosine_min: 0.99,
+            saturated_tensors: 0,
+            by_margin,
+        };
+        let t = margin_table(&[check("entropy", bands), check("max", bands)]);
+        assert!(
+            t.contains("| method | layers in fp32 | 0 to 0.25 | 0.25 to 0.5 | 0.5 to 1 | >= 1 |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| entropy | 4 | 75.0 % of 4 (1 changed) | no photos | no photos | 100.0 % of 1 (0 changed) |"),
+            "{t}"
+        );
+        assert!(t.contains("| max | 4 |"), "{t}");
+        assert_eq!(margin_table(&[check("entropy", margin_bands())]), "");
+    }
+
+    #[test]
     fn the_sensitivity_keeps_as_many_as_its_last_step() {
         let f = Fidelity {
             photos: 1,
@@ -1236,6 +1371,7 @@ mod tests {
             top5: 1.0,
             cosine_mean: 0.99,
             cosine_min: 0.99,
+            by_margin: margin_bands(),
         };
         let layer = |name: &str| LayerSensitivity {
             layer: name.into(),

@@ -76,6 +76,13 @@ fn calibrate_adds_int8_variants_that_verify_and_classify() {
         let cos = a["cosine_mean"].as_f64().unwrap();
         assert!(cos > 0.9 && cos <= 1.0 + 1e-9, "cosine {cos}: {a}");
         assert!(a["photos"].as_u64().unwrap() > 0);
+        // The lite pack's Food-101 head scores every photo, and each falls in exactly one band
+        // of fp32's margin.
+        assert_eq!(r["head"], "food101", "{r}");
+        let bands = a["by_margin"].as_array().unwrap();
+        assert_eq!(bands.len(), 4, "{a}");
+        let banded: u64 = bands.iter().map(|b| b["photos"].as_u64().unwrap()).sum();
+        assert_eq!(banded, a["photos"].as_u64().unwrap(), "{a}");
     }
     let speeds = r["speed"].as_array().unwrap();
     assert!(speeds.iter().any(|s| s["precision"] == "int8"), "{r}");
