@@ -199,8 +199,8 @@ pub struct Agreement {
 }
 
 /// Edges of the bands of fp32's margin (its top class's logit lead over the runner-up) that the
-/// report splits top-1 agreement by. int8's error behaves like noise of a fixed size, so it
-/// changes the answer only where fp32 itself was nearly undecided; the bands show where.
+/// report splits top-1 agreement by. An int8 error of a given size can change the answer only
+/// where fp32 led by less than it could move the logits; the bands show where it did.
 pub const MARGIN_EDGES: [f32; 3] = [0.25, 0.5, 1.0];
 
 /// The photos whose fp32 margin lies in `[from, to)` (`to` none: no upper edge), and how many
@@ -1229,7 +1229,7 @@ fn margin_table(agreement: &[Agreement]) -> String {
     };
     let heads: Vec<String> = first.by_margin.iter().map(band).collect();
     let mut s = format!(
-        "Top-1 agreement by fp32's margin (its top class's logit lead over the runner-up): int8's error is like noise, and changes the answer where fp32 was nearly undecided.\n\n| method | layers in fp32 | {} |\n|---|---|{}\n",
+        "Top-1 agreement by fp32's margin (its top class's logit lead over the runner-up): where a small int8 error can change the answer, and where it did.\n\n| method | layers in fp32 | {} |\n|---|---|{}\n",
         heads.join(" | "),
         "---|".repeat(heads.len())
     );
