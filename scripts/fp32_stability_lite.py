@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import io
 
-import numpy as np
 from int8_error_budget import Judge, Start, preprocess, session, split, start_arguments
 from PIL import Image, ImageEnhance
 
@@ -66,15 +65,10 @@ def main() -> None:
     print("| encoder, change | top-1 changed | embedding cosine | of the changed, fp32 margin < 0.5 |")
     print("|---|---|---|---|")
     for name, model, how in rows:
-        changed, cos = [], []
-        for i, p in enumerate(paths):
-            e = model.run(["embedding"], {"pixels": preprocess(p, **how) if how else judge.photos[i]})[0]
-            if judge.logits(e).argmax() != judge.top1[i]:
-                changed.append(i)
-            ref = judge.emb[i]
-            cos.append(float((e * ref).sum() / np.linalg.norm(e) / np.linalg.norm(ref)))
+        photos = (preprocess(p, **how) for p in paths) if how else judge.photos
+        changed, cos = judge.compare(model.run(["embedding"], {"pixels": x})[0] for x in photos)
         low = sum(int(margins[i] < 0.5) for i in changed)
-        print(f"| {name} | {len(changed)} ({len(changed) / len(paths):.1%}) | {np.mean(cos):.5f} | {low} |", flush=True)
+        print(f"| {name} | {len(changed)} ({len(changed) / len(paths):.1%}) | {cos:.5f} | {low} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -110,12 +110,18 @@ class Judge:
 
     def check(self, model: onnx.ModelProto, optimise=True) -> tuple[int, float]:
         s = session(model, optimise=optimise)
-        flips, cos = 0, []
-        for x, e, t in zip(self.photos, self.emb, self.top1, strict=True):
-            q = s.run(["embedding"], {"pixels": x})[0]
-            flips += int(self.logits(q).argmax() != t)
+        changed, cos = self.compare(s.run(["embedding"], {"pixels": x})[0] for x in self.photos)
+        return len(changed), cos
+
+    def compare(self, embeddings) -> tuple[list[int], float]:
+        """Embeddings of the photos, in order, against fp32's: the indices whose top-1 changed,
+        and the mean cosine."""
+        changed, cos = [], []
+        for i, (q, e, t) in enumerate(zip(embeddings, self.emb, self.top1, strict=True)):
+            if self.logits(q).argmax() != t:
+                changed.append(i)
             cos.append(float((q * e).sum() / np.linalg.norm(q) / np.linalg.norm(e)))
-        return flips, float(np.mean(cos))
+        return changed, float(np.mean(cos))
 
 
 def weights_only(model: onnx.ModelProto) -> onnx.ModelProto:
