@@ -227,8 +227,11 @@ def main(argv=None) -> int:
         )
     import os
 
+    from .dist import finish_distributed
+
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(result, default=str))
+    finish_distributed()
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -40,14 +41,34 @@ def init_distributed(device: str = "auto") -> DistInfo:
     else:
         dev = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
+        # torch.distributed.nn.functional takes `group=group.WORLD` as default arguments, read
+        # when the module is first imported. DDP imports it (through torch._dynamo), and imported
+        # after the group exists those defaults keep the group alive after destroy_process_group,
+        # and with it gloo's threads (seen with torch 2.15); see `finish_distributed`. Imported
+        # first, the defaults are None.
+        import torch.distributed.nn.functional as _defaults_read_now  # noqa: F401
+
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return DistInfo(rank, world, local, dev)
 
 
-def cleanup() -> None:
-    if dist.is_initialized():
+def finish_distributed() -> None:
+    """Ends a successful distributed run: waits for every rank, destroys the process group and
+    frees it. Call it after the run's models, DDP wrappers and tensors are unreachable (the CLI
+    calls it after the command returns); without a process group it only collects garbage.
+
+    Why the freeing matters: gloo runs collectives on threads of its own, which live as long as
+    the group object, and a worker thread may still be dropping the last collective's tensors
+    after the collective has returned. Dropping a tensor that Python knows needs the GIL; if the
+    interpreter is shutting down by then, that thread is ended inside a C++ destructor and the
+    process aborts ("terminate called without an active exception") after a run that succeeded,
+    so torchrun reports it failed. Freeing the group here joins those threads first.
+    """
+    if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+    # Whatever holds the group from inside a reference cycle is freed now, not at shutdown.
+    gc.collect()
 
 
 class _GatherWithGrad(torch.autograd.Function):

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sequ
 from tqdm import tqdm
 
 from . import data as D
-from .dist import DistInfo, all_gather_tensors, cleanup, init_distributed
+from .dist import DistInfo, all_gather_tensors, init_distributed
 from .losses import (
     AngleWeights,
     angle_objective,
@@ -452,7 +452,6 @@ def run_fusion(args) -> dict:
     if args.epochs == 0 or start_epoch >= args.epochs:
         runner.save("last.pt", payload(max(start_epoch, args.epochs) - 1, metrics))
     runner.digest(model)
-    cleanup()
     return {"best_acc": best, **metrics}
 
 
@@ -617,7 +616,6 @@ def run_retrieval(args) -> dict:
     if args.epochs == 0 or start_epoch >= args.epochs:
         runner.save("last.pt", payload(max(start_epoch, args.epochs) - 1, metrics))
     runner.digest(model)
-    cleanup()
     return metrics
 
 

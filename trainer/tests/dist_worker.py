@@ -4,21 +4,28 @@ Checks, on every rank, and writes the results to OUT/rank<k>.json:
 1. `gather_with_grad` returns every rank's rows in rank order;
 2. the triplet loss over gathered negatives gives each rank the same gradient, for its rows, as
    one process computing the loss on the whole global batch (after DDP-style averaging);
-3. a few DDP steps with the triplet loss leave identical weights on every rank.
+3. a few DDP steps with the triplet loss leave identical weights on every rank;
+4. `finish_distributed` frees the process group: no thread it started is left for the
+   interpreter's shutdown, where a gloo thread still dropping tensors aborts the process.
 """
 
 import json
+import os
 import sys
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from dishcam_trainer.dist import cleanup, gather_with_grad, init_distributed
+from dishcam_trainer.dist import finish_distributed, gather_with_grad, init_distributed
 from dishcam_trainer.losses import _triplet_rows, triplet_loss
 
 
-def main(out: str) -> None:
+def threads() -> list[str]:
+    return sorted(open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task"))
+
+
+def main() -> dict:
     info = init_distributed("cpu")
     assert info.world == 2, info
     rank, world, b, d = info.rank, info.world, 3, 5
@@ -85,10 +92,14 @@ def main(out: str) -> None:
     dist.all_gather(flats, flat)
     result["weights_identical"] = all(torch.equal(flats[0], f) for f in flats)
     result["weights_changed"] = not torch.equal(start, flat)
-    with open(f"{out}/rank{rank}.json", "w") as f:
-        json.dump(result, f)
-    cleanup()
+    result["threads_running"] = threads()
+    return result
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    before = threads()
+    result = main()
+    finish_distributed()
+    result["threads_before"], result["threads_after"] = before, threads()
+    with open(f"{sys.argv[1]}/rank{result['rank']}.json", "w") as f:
+        json.dump(result, f)

@@ -39,6 +39,9 @@ def test_gathered_negatives_and_identical_weights(tmp_path):
         assert r["gather_ok"], r
         assert r["grad_nonzero"] and r["grad_max_err"] < 1e-6, r
         assert r["weights_identical"] and r["weights_changed"], r
+        # The group's threads ran, and none is left once finish_distributed returns.
+        assert len(r["threads_running"]) > len(r["threads_before"]), r
+        assert r["threads_after"] == r["threads_before"], r
     assert ranks[0]["loss"] != pytest.approx(ranks[1]["loss"])  # each rank has its own queries
 
 
