@@ -135,7 +135,12 @@ def rgb16_png(img):
         for y in range(h)
     )
     ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(raw))
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def animated_gif():
@@ -208,12 +213,16 @@ def packs():
             data = onnx
         else:
             data = b""
-        text = manifest if manifest is not None else PACK.format(
-            file=file,
-            sha=sha or hashlib.sha256(data).hexdigest(),
-            size=len(data) if size is None else size,
-            labels_sha=hashlib.sha256(labels).hexdigest(),
-            labels_size=len(labels),
+        text = (
+            manifest
+            if manifest is not None
+            else PACK.format(
+                file=file,
+                sha=sha or hashlib.sha256(data).hexdigest(),
+                size=len(data) if size is None else size,
+                labels_sha=hashlib.sha256(labels).hexdigest(),
+                labels_size=len(labels),
+            )
         )
         put(f"{d}/pack.toml", text.encode(), None)
         expected[d] = expect
@@ -231,8 +240,14 @@ def packs():
     pack("wrong_types", b"", err("pack.toml"), manifest='format_version = "one"\nname = 5\n')
     pack("not_toml", b"", err("pack.toml"), manifest="{ this is not toml")
     pack("empty_manifest", b"", err("pack.toml"), manifest="")
-    pack("future_format", b"", err("format_version"), manifest=PACK.replace("format_version = 1", "format_version = 99").format(
-        file="image_encoder.onnx", sha="0" * 64, size=0, labels_sha="0" * 64, labels_size=0))
+    pack(
+        "future_format",
+        b"",
+        err("format_version"),
+        manifest=PACK.replace("format_version = 1", "format_version = 99").format(
+            file="image_encoder.onnx", sha="0" * 64, size=0, labels_sha="0" * 64, labels_size=0
+        ),
+    )
     for k in [k for k, v in expected.items() if v is None]:
         del expected[k]
 
@@ -251,22 +266,59 @@ def recipes():
     put("recipes/bad/empty.jsonld", b"", err("empty.jsonld"))
     put("recipes/bad/wrong_shape.jsonld", json.dumps([1, "two", None, [3]]).encode(), err("wrong_shape.jsonld"))
     # Lenient where the meaning is clear: a numeric name and a single ingredient string.
-    put("recipes/ok/loose_types.jsonld", json.dumps({"@type": "Recipe", "name": 5, "recipeIngredient": "x"}).encode(), {"expect": "ok", "imported": 1})
-    mixed = [dict(good, name="Corpus Mixed Soup"), {"@type": "Recipe"}, {"@type": "Recipe", "name": "No Ingredients"}, dict(good, name="Corpus Bean Stew")]
+    put(
+        "recipes/ok/loose_types.jsonld",
+        json.dumps({"@type": "Recipe", "name": 5, "recipeIngredient": "x"}).encode(),
+        {"expect": "ok", "imported": 1},
+    )
+    mixed = [
+        dict(good, name="Corpus Mixed Soup"),
+        {"@type": "Recipe"},
+        {"@type": "Recipe", "name": "No Ingredients"},
+        dict(good, name="Corpus Bean Stew"),
+    ]
     put("recipes/ok/mixed.jsonld", json.dumps(mixed).encode(), {"expect": "ok", "imported": 2, "skipped": 2})
-    put("recipes/bad/no_recipe.html", b"<html><head><title>A blog</title></head><body>No recipe here.</body></html>", err("no_recipe.html"))
-    page = "<html><head><script type=\"application/ld+json\">" + json.dumps(dict(good, name="Corpus Café Crème")) + "</script></head></html>"
+    put(
+        "recipes/bad/no_recipe.html",
+        b"<html><head><title>A blog</title></head><body>No recipe here.</body></html>",
+        err("no_recipe.html"),
+    )
+    page = (
+        '<html><head><script type="application/ld+json">'
+        + json.dumps(dict(good, name="Corpus Café Crème"))
+        + "</script></head></html>"
+    )
     put("recipes/ok/latin1.html", page.encode("latin-1"), {"expect": "ok", "imported": 1})
     header = "title,ingredients,directions,link,source,NER\n"
-    row = '"Corpus Pancakes","[""1 cup flour"", ""1 egg""]","[""Mix."", ""Fry.""]",example/p,Gathered,"[""flour"", ""egg""]"\n'
+    row = (
+        '"Corpus Pancakes","[""1 cup flour"", ""1 egg""]","[""Mix."", ""Fry.""]",'
+        'example/p,Gathered,"[""flour"", ""egg""]"\n'
+    )
     put("recipes/ok/nlg.csv", (header + row).encode(), {"expect": "ok", "imported": 1})
     broken = header + row + '"Broken quote,"[""x""],"[""y""]",l,s,"[]"\n' + row.replace("Pancakes", "Waffles")
     # The broken row is skipped and counted; the rows around it import.
     put("recipes/ok/broken_quoting.csv", broken.encode(), {"expect": "ok", "imported": 2, "skipped": 1})
-    put("recipes/ok/latin1.csv", (header + row.replace("Pancakes", "Crêpes")).encode("latin-1"), {"expect": "ok", "imported": 1})
-    layer1 = [{"id": "c0ffee01", "title": "Corpus Rice", "ingredients": [{"text": "1 cup rice"}], "instructions": [{"text": "Boil."}], "partition": "train", "url": "x"}]
+    put(
+        "recipes/ok/latin1.csv",
+        (header + row.replace("Pancakes", "Crêpes")).encode("latin-1"),
+        {"expect": "ok", "imported": 1},
+    )
+    layer1 = [
+        {
+            "id": "c0ffee01",
+            "title": "Corpus Rice",
+            "ingredients": [{"text": "1 cup rice"}],
+            "instructions": [{"text": "Boil."}],
+            "partition": "train",
+            "url": "x",
+        }
+    ]
     put("recipes/ok/layer1.json", json.dumps(layer1).encode(), {"expect": "ok", "imported": 1})
-    put("recipes/bad/layer1_wrong_shape.json", json.dumps({"id": 1, "title": ["x"]}).encode(), err("layer1_wrong_shape.json"))
+    put(
+        "recipes/bad/layer1_wrong_shape.json",
+        json.dumps({"id": 1, "title": ["x"]}).encode(),
+        err("layer1_wrong_shape.json"),
+    )
 
 
 def main():

