@@ -42,7 +42,7 @@ from PIL import Image
 def preprocess(path: Path, change=None, shift: int = 0, resample=Image.BILINEAR) -> np.ndarray:
     """The encoder's input for a photo: short side to 256, centre crop 224, (x - 127) / 128.
     `change` (image -> image) alters the photo first, `shift` moves the crop right and down by
-    that many pixels, `resample` is the resize filter (scripts/fp32_stability_lite.py)."""
+    that many pixels, `resample` is the resize filter (experiments/fp32_stability_lite.py)."""
     img = Image.open(path).convert("RGB")
     if change is not None:
         img = change(img)

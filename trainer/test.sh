@@ -6,9 +6,10 @@ here="$(cd "$(dirname "$0")" && pwd)"
 env_dir="${DISHCAM_TRAIN_ENV:-$HOME/.cache/dishcam-train}"
 cd "$here"
 # One ruff configuration (pyproject.toml here) for every Python file in the repository: the
-# trainer, the experiment and corpus scripts, and the PyTorch reference script of the fixtures.
-py_dirs=("$here" "$here/../scripts" "$here/../tests/reference")
-echo "== ruff check and format --check (trainer, scripts, tests/reference)"
+# trainer, the scripts (corpus, soak, INT8 rounding), the experiments, and the PyTorch reference
+# script of the fixtures.
+py_dirs=("$here" "$here/../scripts" "$here/../experiments" "$here/../tests/reference")
+echo "== ruff check and format --check (trainer, scripts, experiments, tests/reference)"
 "$env_dir/bin/python" -m ruff check --config "$here/pyproject.toml" "${py_dirs[@]}"
 "$env_dir/bin/python" -m ruff format --check --config "$here/pyproject.toml" "${py_dirs[@]}"
 echo "== pytest trainer"

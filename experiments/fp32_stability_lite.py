@@ -13,10 +13,10 @@ photo as `calibrate` judges it is the reference. Then, each alone:
 
 Each row gives the photos whose top-1 changes, the embedding cosine with the reference, and how
 many of the changed ones fp32 had led by less than 0.5 logit. An experiment, not part of the
-runtime; onnxruntime in Python, Pillow preprocessing (int8_error_budget.py's), like the other
+runtime; onnxruntime in Python, Pillow preprocessing (scripts/int8_error_budget.py's), like the other
 INT8 scripts. Needs the trainer's environment (trainer/setup.sh).
 
-  ~/.cache/dishcam-train/bin/python scripts/fp32_stability_lite.py \
+  ~/.cache/dishcam-train/bin/python experiments/fp32_stability_lite.py \
       --pack ~/.local/share/dishcam/packs/lite --data ../shared/data/food101-10class/train
 """
 
@@ -24,9 +24,15 @@ from __future__ import annotations
 
 import argparse
 import io
+import sys
+from pathlib import Path
 
-from int8_error_budget import Judge, Start, preprocess, session, split, start_arguments
 from PIL import Image, ImageEnhance
+
+# The split, preprocessing and Judge shared by the INT8 scripts are in scripts/int8_error_budget.py,
+# which stays in scripts/ because scripts/adaround_lite.py (the shipped rounding) imports it.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from int8_error_budget import Judge, Start, preprocess, session, split, start_arguments
 
 
 def jpeg(quality: int):

@@ -4,7 +4,7 @@
 # of its training photos with `dishcam teach --add-to`, and compare old-class top-1 on the held-out
 # photos (is_holdout(id, 0.2)) before and after; new-class top-1 on $NEW's held-out photos.
 #
-# Usage: scripts/add_class_experiment.sh [NEW_CLASS]   (default bibimbap)
+# Usage: experiments/add_class_experiment.sh [NEW_CLASS]   (default bibimbap)
 # Writes to a temporary DISHCAM_HOME (sharing the embedding cache), never to your overlay.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -39,7 +39,7 @@ evaluations of the same INT8 model that differ only in float summation order, th
 PyTorch and onnxruntime, agree to cosine 0.9988, as far apart as INT8 is from fp32, because
 rounding-boundary differences cascade through 16 blocks).
 
-  ~/.cache/dishcam-train/bin/python scripts/int8_finetune_lite.py \
+  ~/.cache/dishcam-train/bin/python experiments/int8_finetune_lite.py \
       --pack ~/.local/share/dishcam/packs/lite --data ../shared/data/food101-10class/train \
       --learn ranges --out ranges.json
 """
@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -56,8 +57,12 @@ import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
-from int8_error_budget import Judge, Start, initialisers, preprocess, session, split, start_arguments
 from onnx import numpy_helper as nh
+
+# The split, preprocessing and Judge shared by the INT8 scripts are in scripts/int8_error_budget.py,
+# which stays in scripts/ because scripts/adaround_lite.py (the shipped rounding) imports it.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from int8_error_budget import Judge, Start, initialisers, preprocess, session, split, start_arguments
 
 
 def attr(node: onnx.NodeProto, name: str, default):
