@@ -9,7 +9,7 @@ use dishcam_board::nvpmodel::{self, PowerMode};
 use dishcam_board::{detect, detect_platform, Platform, Sample, Unavailable};
 use serde_json::json;
 
-use crate::print_json;
+use crate::cli::print_json;
 
 /// Time between the two samples, so CPU utilisation and RAPL power have a delta.
 const SAMPLE_GAP: Duration = Duration::from_millis(200);

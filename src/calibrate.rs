@@ -29,8 +29,7 @@ use dishcam_runtime::{ImageEncoder, LoadOptions, TextEncoder};
 use image::RgbImage;
 use serde::Serialize;
 
-use crate::features::progress_bar;
-use crate::{print_json, show, EngineArgs};
+use crate::cli::{print_json, progress_bar, show, EngineArgs};
 
 /// Fewest decoded calibration photos accepted.
 pub const MIN_SAMPLES: usize = 32;

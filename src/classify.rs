@@ -4,18 +4,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Args;
-use dishcam_models::manifest::{Head, HeadKind};
-use dishcam_models::Pack;
-use dishcam_runtime::classify::{softmax_in_place, top_k, Scored};
-use dishcam_runtime::head::{read_labels, Classifier, HeadModel};
+use dishcam_models::HeadInput;
+use dishcam_runtime::dish::label_of;
 use dishcam_runtime::image_io::decode_file;
+use dishcam_runtime::pack_recipes::{dish_recipes, open_index, SUGGESTED};
 use dishcam_runtime::timing::Samples;
-use dishcam_runtime::{ImageEncoder, TextEncoder};
+use dishcam_runtime::{DishClassifier, DishOptions};
 use serde_json::json;
 
-use crate::{print_json, show, EngineArgs};
+use crate::cli::{ms, print_json, recipes_json, round3, show, top_json, EngineArgs};
 
 #[derive(Args)]
 pub struct ClassifyArgs {
@@ -43,93 +42,38 @@ pub struct ClassifyArgs {
     engine: EngineArgs,
 }
 
-/// The head to classify photos with: `head` if given, else the pack's default image head (or,
-/// with a text to fuse, its fusion head); refused with the reason when it is of the wrong kind.
-pub fn pick_head<'a>(pack: &'a Pack, head: Option<&str>, fused: bool) -> anyhow::Result<&'a Head> {
-    let m = &pack.manifest;
-    let (wanted, default): (&[HeadKind], _) = if fused {
-        (
-            &[HeadKind::EarlyFusion, HeadKind::LateFusion],
-            m.fusion_head.clone(),
-        )
-    } else {
-        (&[HeadKind::Image], m.default_head.clone())
-    };
-    let head_name = head
-        .map(str::to_string)
-        .or(default)
-        .or_else(|| {
-            m.heads
-                .iter()
-                .find(|h| wanted.contains(&h.kind))
-                .map(|h| h.name.clone())
-        })
-        .with_context(|| {
-            if fused {
-                format!("pack '{}' has no fusion head; fit one with `dishcam teach --images DIR --text-csv FILE`, or leave out --text", m.name)
-            } else {
-                format!("pack '{}' has no image head", m.name)
-            }
-        })?;
-    let head = m.head(&head_name).with_context(|| {
-        let names: Vec<&str> = m.heads.iter().map(|h| h.name.as_str()).collect();
-        format!(
-            "pack '{}' has no head '{head_name}' (heads: {})",
-            m.name,
-            names.join(", ")
-        )
-    })?;
-    if !wanted.contains(&head.kind) {
-        bail!(
-            "head '{head_name}' of pack '{}' is a {} head; {}",
-            m.name,
-            head.kind.as_str(),
-            if fused {
-                "photos with --text need a fusion head"
-            } else {
-                "classify photos with an image head"
-            }
-        );
-    }
-    Ok(head)
-}
-
 const STAGES: [&str; 5] = ["decode", "preprocess", "encode", "head", "total"];
 
 pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
     if args.repeat == 0 {
         bail!("--repeat must be at least 1");
     }
-    let pack = args.engine.open_pack()?;
-    if args.images.is_empty() {
-        let text = args
-            .text
-            .as_deref()
-            .expect("clap requires photos or --text");
-        return classify_text(args, &pack, text);
-    }
-    let m = &pack.manifest;
-    let head = pick_head(&pack, args.head.as_deref(), args.text.is_some())?;
-    let head_name = head.name.clone();
-    let labels = read_labels(&pack, head)?;
-    let backend = args.engine.backend()?;
-    let opts = args.engine.load_options()?;
+    let Some(text) = args.text.as_deref().filter(|_| args.images.is_empty()) else {
+        return classify_photos(args);
+    };
+    classify_text(args, text)
+}
+
+/// Photos (with `--text`, fused with it by the pack's fusion head), one answer each.
+fn classify_photos(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
     let t_load = Instant::now();
-    let extra: Vec<&str> = head.encoder_output.as_deref().into_iter().collect();
-    let mut encoder = ImageEncoder::load(&pack, backend.as_ref(), &opts, &extra)?;
-    let mut classifier = Classifier::load(&pack, head, backend.as_ref(), &opts)?;
+    let input = match args.text {
+        Some(_) => HeadInput::PhotoAndText,
+        None => HeadInput::Photo,
+    };
+    let mut dish = args.engine.dish_classifier(&DishOptions {
+        head: args.head.as_deref(),
+        input,
+        ..DishOptions::default()
+    })?;
     // With --text, the text is encoded once and fused with every photo.
-    let text_embedding = match &args.text {
-        Some(text) => {
-            let mut enc = TextEncoder::load(&pack, backend.as_ref(), &opts)?;
-            let t = Instant::now();
-            let e = enc.encode(text)?;
-            Some((e, t.elapsed()))
-        }
+    let text_took = match &args.text {
+        Some(text) => Some(dish.set_text(Some(text))?),
         None => None,
     };
     // Recipes for the predicted dish come from the pack's recipe index, when it has one.
-    let recipe_index = match crate::recipes::open_index(&pack, &opts) {
+    let opts = args.engine.load_options()?;
+    let recipe_index = match open_index(dish.pack(), &opts) {
         Ok(idx) => Some(idx),
         Err(e) => {
             log::info!("no recipe suggestions: {e}");
@@ -138,12 +82,11 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
     };
     log::info!(
         "loaded {} on {} in {:.1} ms",
-        m.name,
-        backend.kind(),
-        t_load.elapsed().as_secs_f64() * 1e3
+        dish.pack().manifest.name,
+        dish.backend(),
+        ms(t_load.elapsed())
     );
     let decode = args.engine.decode_options();
-
     let mut failures = 0;
     for path in &args.images {
         let mut samples: Vec<Samples> = vec![Samples::default(); STAGES.len()];
@@ -157,27 +100,17 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
                     break;
                 }
             };
-            let t1 = Instant::now();
-            encoder.preprocess(&img)?;
-            let t2 = Instant::now();
-            let mut out = encoder.run()?;
-            let t3 = Instant::now();
-            let image = match head.encoder_output {
-                Some(_) => out.pop().expect("the head output was requested"),
-                None => out.swap_remove(0),
-            };
-            let text = text_embedding.as_ref().map(|(e, _)| e.as_slice());
-            let mut probs = classifier.scores(Some(&image), text)?;
-            softmax_in_place(&mut probs, head.temperature);
-            let top = top_k(&probs, args.top);
-            let t4 = Instant::now();
-            for (s, d) in samples
-                .iter_mut()
-                .zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0])
+            let decoded = t0.elapsed();
+            let answer = dish.classify(&img, args.top)?;
+            let t = answer.timings;
+            for (s, d) in
+                samples
+                    .iter_mut()
+                    .zip([decoded, t.preprocess, t.encode, t.head, t0.elapsed()])
             {
                 s.push(d);
             }
-            result = Some(Ok((img.dimensions(), top)));
+            result = Some(Ok((img.dimensions(), answer.top)));
         }
         match result.expect("repeat >= 1") {
             Err(e) => {
@@ -190,12 +123,7 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
                 eprintln!("error: {e}");
             }
             Ok(((w, h), top)) => {
-                let label = |c: usize| {
-                    labels
-                        .get(c)
-                        .cloned()
-                        .unwrap_or_else(|| format!("class {c}"))
-                };
+                let (head, labels) = answered_by(&dish);
                 let last = |i: usize| {
                     samples[i].summary().map_or(0.0, |s| {
                         if args.repeat == 1 {
@@ -204,6 +132,14 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
                             s.median_ms
                         }
                     })
+                };
+                let recipes = match top.first() {
+                    Some(best) => recipes_json(&dish_recipes(
+                        recipe_index.as_ref(),
+                        &label_of(labels, best.class),
+                        SUGGESTED,
+                    )),
+                    None => Vec::new(),
                 };
                 if args.json {
                     let mut latency = serde_json::Map::new();
@@ -219,18 +155,18 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
                         "image": show(path),
                         "width": w,
                         "height": h,
-                        "pack": m.name,
-                        "head": head_name,
-                        "backend": backend.kind().as_str(),
-                        "precision": opts.precision.as_str(),
-                        "top": top_json(&top, &labels),
-                        "recipes": recipes_for(recipe_index.as_ref(), &top, &labels),
+                        "pack": dish.pack().manifest.name,
+                        "head": head.name,
+                        "backend": dish.backend().as_str(),
+                        "precision": dish.precision().as_str(),
+                        "top": top_json(&top, labels),
+                        "recipes": recipes,
                         "timings_ms": timings,
                     });
-                    if let (Some(text), Some((_, took))) = (&args.text, &text_embedding) {
+                    if let (Some(text), Some(took)) = (&args.text, text_took) {
                         v["text"] = json!(text);
                         v["kind"] = json!(head.kind.as_str());
-                        v["timings_ms"]["text_encode"] = json!(round3(took.as_secs_f64() * 1e3));
+                        v["timings_ms"]["text_encode"] = json!(round3(ms(took)));
                     }
                     if args.repeat > 1 {
                         v["latency_ms"] = json!({"runs": args.repeat, "stages": latency});
@@ -242,11 +178,10 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
                         println!(
                             "  {:>2}. {:<40} {:>6.2}%",
                             r + 1,
-                            label(s.class),
+                            label_of(labels, s.class),
                             s.probability * 100.0
                         );
                     }
-                    let recipes = recipes_for(recipe_index.as_ref(), &top, &labels);
                     if let Some(first) = recipes.first() {
                         println!(
                             "  recipe: {} ({}){}",
@@ -263,8 +198,8 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
                         println!(
                             "  latency over {} runs ({}, {}):",
                             args.repeat,
-                            backend.kind(),
-                            opts.precision
+                            dish.backend(),
+                            dish.precision()
                         );
                         println!(
                             "    {:<11} {:>9} {:>9} {:>9}",
@@ -298,104 +233,47 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Up to 3 recipes for the most likely dish.
-fn recipes_for(
-    idx: Option<&dishcam_recipes::RecipeIndex>,
-    top: &[Scored],
-    labels: &[String],
-) -> Vec<serde_json::Value> {
-    match top.first().and_then(|s| labels.get(s.class)) {
-        Some(class) => crate::recipes::for_dish(idx, class, 3),
-        None => Vec::new(),
+/// The head photos are answered by (the fusion head when a text is set) and its labels.
+fn answered_by(dish: &DishClassifier) -> (&dishcam_models::manifest::Head, &[String]) {
+    match dish.fusion_head().filter(|_| dish.has_text()) {
+        Some(fused) => fused,
+        None => (dish.head(), dish.labels()),
     }
-}
-
-/// The `top` array of `dishcam.classify/1` (also the web API's): rank, class, label,
-/// probability.
-pub fn top_json(top: &[Scored], labels: &[String]) -> serde_json::Value {
-    top.iter()
-        .enumerate()
-        .map(|(r, s)| {
-            json!({
-                "rank": r + 1,
-                "class": s.class,
-                "label": labels.get(s.class).cloned().unwrap_or_else(|| format!("class {}", s.class)),
-                "probability": s.probability,
-            })
-        })
-        .collect()
-}
-
-fn round3(v: f64) -> f64 {
-    (v * 1000.0).round() / 1000.0
 }
 
 /// `classify --text`: text -> text encoder -> text head.
-fn classify_text(
-    args: &ClassifyArgs,
-    pack: &dishcam_models::Pack,
-    text: &str,
-) -> anyhow::Result<ExitCode> {
-    let m = &pack.manifest;
-    let head = match &args.head {
-        Some(name) => m
-            .head(name)
-            .with_context(|| format!("pack '{}' has no head '{name}'", m.name))?,
-        None => m
-            .text_head
-            .as_deref()
-            .and_then(|n| m.head(n))
-            .or_else(|| m.heads.iter().find(|h| h.kind == HeadKind::Text))
-            .with_context(|| {
-                format!(
-                    "pack '{}' has no text head; fit one with `dishcam teach --text-csv FILE`",
-                    m.name
-                )
-            })?,
-    };
-    if head.kind != HeadKind::Text {
-        bail!(
-            "head '{}' is a {} head; --text alone needs a text head (give photos too for a fusion head)",
-            head.name,
-            head.kind.as_str()
-        );
-    }
-    let labels = read_labels(pack, head)?;
-    let backend = args.engine.backend()?;
-    let opts = args.engine.load_options()?;
-    let mut encoder = TextEncoder::load(pack, backend.as_ref(), &opts)?;
-    let mut model = HeadModel::load(pack, head, backend.as_ref(), &opts)?;
-    let t0 = Instant::now();
-    let embedding = encoder.encode(text)?;
-    let t1 = Instant::now();
-    let mut probs = model.logits(&embedding)?;
-    softmax_in_place(&mut probs, head.temperature);
-    let top = top_k(&probs, args.top);
-    let t2 = Instant::now();
-    let label = |c: usize| {
-        labels
-            .get(c)
-            .cloned()
-            .unwrap_or_else(|| format!("class {c}"))
-    };
+fn classify_text(args: &ClassifyArgs, text: &str) -> anyhow::Result<ExitCode> {
+    let mut dish = args.engine.dish_classifier(&DishOptions {
+        head: args.head.as_deref(),
+        input: HeadInput::Text,
+        ..DishOptions::default()
+    })?;
+    let (pack, backend, precision) = (
+        dish.pack().manifest.name.clone(),
+        dish.backend(),
+        dish.precision(),
+    );
+    let answer = dish.classify_text(text, args.top)?;
+    let t = answer.timings;
+    let encode = t.text_encode.unwrap_or_default();
     if args.json {
         print_json(&json!({
             "schema": "dishcam.classify/1",
             "text": text,
-            "pack": m.name,
-            "head": head.name,
-            "backend": backend.kind().as_str(),
-            "precision": opts.precision.as_str(),
-            "top": top_json(&top, &labels),
-            "timings_ms": {"encode": round3((t1 - t0).as_secs_f64() * 1e3), "head": round3((t2 - t1).as_secs_f64() * 1e3), "total": round3((t2 - t0).as_secs_f64() * 1e3)},
+            "pack": pack,
+            "head": answer.head.name,
+            "backend": backend.as_str(),
+            "precision": precision.as_str(),
+            "top": top_json(&answer.top, answer.labels),
+            "timings_ms": {"encode": round3(ms(encode)), "head": round3(ms(t.head)), "total": round3(ms(encode + t.head))},
         }));
     } else {
         println!("{text:?}");
-        for (r, s) in top.iter().enumerate() {
+        for (r, s) in answer.top.iter().enumerate() {
             println!(
                 "  {:>2}. {:<40} {:>6.2}%",
                 r + 1,
-                label(s.class),
+                answer.label(s.class),
                 s.probability * 100.0
             );
         }

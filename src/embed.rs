@@ -5,10 +5,10 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use dishcam_runtime::image_io::decode_file;
-use dishcam_runtime::{ImageEncoder, TextEncoder};
+use dishcam_runtime::{PhotoEncoder, TextEncoder};
 use serde_json::json;
 
-use crate::{print_json, show, EngineArgs};
+use crate::cli::{print_json, show, EngineArgs};
 
 #[derive(Subcommand)]
 pub enum EmbedWhat {
@@ -41,10 +41,9 @@ pub fn run(what: &EmbedWhat) -> anyhow::Result<ExitCode> {
             let pack = engine.open_pack()?;
             let backend = engine.backend()?;
             let mut enc =
-                ImageEncoder::load(&pack, backend.as_ref(), &engine.load_options()?, &[])?;
+                PhotoEncoder::load(&pack, backend.as_ref(), &engine.load_options()?, None)?;
             let img = decode_file(image, &engine.decode_options())?;
-            enc.preprocess(&img)?;
-            let e = enc.run()?.swap_remove(0);
+            let e = enc.embed(&img)?;
             (e, json!({"image": show(image)}), *json, engine)
         }
         EmbedWhat::Text { text, json, engine } => {

@@ -15,15 +15,16 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use dishcam_models::manifest::HeadKind;
 use dishcam_models::pack::write_atomic;
-use dishcam_runtime::classify::softmax_in_place;
+use dishcam_models::HeadInput;
 use dishcam_runtime::dataset::{
     is_holdout, list_class_folders, pick_title, read_text_csv, title_pool, LabelledText, PairPool,
 };
 use dishcam_runtime::eval::{report_markdown, Metrics};
-use dishcam_runtime::head::{read_labels, Classifier};
+use dishcam_runtime::head::read_labels;
+use dishcam_runtime::{DishClassifier, DishOptions};
 use serde_json::json;
 
-use crate::{print_json, show, EngineArgs};
+use crate::cli::{print_json, show, Bar, EngineArgs};
 
 #[derive(Subcommand)]
 pub enum EvalCommand {
@@ -115,23 +116,30 @@ pub fn run(cmd: &EvalCommand, quiet: bool) -> anyhow::Result<ExitCode> {
     };
     let pack = args.engine.open_pack()?;
     let m = &pack.manifest;
-    let head_name = args
-        .head
-        .clone()
-        .or_else(|| match (&args.data, &args.text_csv) {
-            (Some(_), Some(_)) => m.fusion_head.clone(),
-            (None, Some(_)) => m.text_head.clone(),
-            _ => m.default_head.clone(),
-        })
-        .with_context(|| {
+    // A named head of any kind is scored on the inputs given (an image head on photos that
+    // have titles too, say); unnamed, the pack's default head for those inputs.
+    let head = match &args.head {
+        Some(name) => m.head(name).with_context(|| {
             format!(
-                "pack '{}' has no default head for these inputs; pass --head",
-                m.name
+                "pack '{}' has no head '{name}' (heads: {})",
+                m.name,
+                m.heads
+                    .iter()
+                    .map(|h| h.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
-        })?;
-    let head = m
-        .head(&head_name)
-        .with_context(|| format!("pack '{}' has no head '{head_name}'", m.name))?;
+        })?,
+        None => m.resolve_head(
+            None,
+            match (&args.data, &args.text_csv) {
+                (Some(_), Some(_)) => HeadInput::PhotoAndText,
+                (None, Some(_)) => HeadInput::Text,
+                _ => HeadInput::Photo,
+            },
+        )?,
+    };
+    let head_name = head.name.clone();
     let (needs_image, needs_text) = match head.kind {
         HeadKind::Image => (true, false),
         HeadKind::Text => (false, true),
@@ -264,9 +272,10 @@ pub fn run(cmd: &EvalCommand, quiet: bool) -> anyhow::Result<ExitCode> {
 
     let backend = args.engine.backend()?;
     let opts = args.engine.load_options()?;
+    let bar = Bar::new(quiet);
     let embedder = args
         .engine
-        .embedder(&pack, backend.as_ref(), quiet, args.no_cache)?;
+        .embedder(&pack, backend.as_ref(), &bar, args.no_cache)?;
     let photo_features = if needs_image {
         embedder.images(
             &photos,
@@ -296,7 +305,18 @@ pub fn run(cmd: &EvalCommand, quiet: bool) -> anyhow::Result<ExitCode> {
         Vec::new()
     };
 
-    let mut classifier = Classifier::load(&pack, head, backend.as_ref(), &opts)?;
+    // The head step of the dish chain, on the embeddings computed (and cached) above.
+    let mut dish = DishClassifier::load(
+        &pack,
+        backend.clone(),
+        &opts,
+        &DishOptions {
+            head: Some(&head_name),
+            input: HeadInput::of(head.kind),
+            ..DishOptions::default()
+        },
+    )?;
+    dish.set_temperature(args.temperature);
     let temperature = args.temperature.unwrap_or(head.temperature);
     let mut metrics = Metrics::new(labels.len(), 15);
     let mut skipped = 0;
@@ -315,9 +335,7 @@ pub fn run(cmd: &EvalCommand, quiet: bool) -> anyhow::Result<ExitCode> {
             .text
             .filter(|_| needs_text)
             .map(|i| text_features[i].as_slice());
-        let mut probs = classifier.scores(image, text)?;
-        softmax_in_place(&mut probs, temperature);
-        metrics.add(e.label, &probs);
+        metrics.add(e.label, dish.probabilities_of(image, text)?);
     }
     let data = [
         args.data.as_ref().map(|d| show(d)),
@@ -508,9 +526,10 @@ fn retrieval(args: &EvalRetrievalArgs, quiet: bool) -> anyhow::Result<ExitCode> 
         );
     }
     let backend = args.engine.backend()?;
+    let bar = Bar::new(quiet);
     let embedder = args
         .engine
-        .embedder(&pack, backend.as_ref(), quiet, args.no_cache)?;
+        .embedder(&pack, backend.as_ref(), &bar, args.no_cache)?;
     let image_emb = embedder.images(&items, None, None, &args.engine.decode_options())?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let text_emb = embedder.texts(&refs)?;

@@ -1,13 +1,14 @@
-//! `dishcam`: the command line. Wiring only: the work happens in `dishcam-models` and
-//! `dishcam-runtime`. Logs go to stderr, results to stdout.
+//! `dishcam`: the command line. Each command parses its arguments, makes its library calls and
+//! renders the result; shared options and output helpers are in [`cli`]. Logs go to stderr,
+//! results to stdout.
 
 mod bench;
 mod board;
 mod calibrate;
 mod classify;
+mod cli;
 mod embed;
 mod eval;
-mod features;
 mod models;
 mod recipes;
 #[cfg(feature = "web")]
@@ -15,14 +16,9 @@ mod serve;
 mod teach;
 mod watch;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
-use dishcam_models::{Home, Pack, Precision};
-use dishcam_runtime::backend::{self, BackendChoice, SessionOptions};
-use dishcam_runtime::image_io::{DecodeOptions, DEFAULT_MAX_PIXELS};
-use dishcam_runtime::LoadOptions;
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -93,115 +89,6 @@ enum Command {
     },
 }
 
-/// Options shared by every command that runs a model.
-#[derive(Args, Clone)]
-pub struct EngineArgs {
-    /// Model pack: an installed pack's name or a pack directory.
-    #[arg(long, default_value = "lite", env = "DISHCAM_PACK")]
-    pub pack: String,
-    /// Inference backend: auto (onnxruntime when its library loads, else tract), onnxruntime
-    /// or tract.
-    #[arg(long, default_value = "auto", env = "DISHCAM_BACKEND")]
-    pub backend: String,
-    /// Model precision variant (fp32, fp16, int8).
-    #[arg(long, default_value = "fp32")]
-    pub precision: String,
-    /// Intra-op threads (backend default when unset: onnxruntime uses one per physical core).
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// onnxruntime graph optimisation: disable, basic, extended, all.
-    #[arg(long, default_value = "all")]
-    pub optimization: String,
-    /// onnxruntime execution providers in order of preference (cpu, cuda, tensorrt); the CUDA
-    /// and TensorRT ones need an onnxruntime GPU build at ORT_DYLIB_PATH.
-    #[arg(long, value_delimiter = ',')]
-    pub provider: Vec<String>,
-    /// Largest photo accepted, in pixels; larger ones are refused from their header.
-    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
-    pub max_pixels: u64,
-}
-
-impl EngineArgs {
-    pub fn open_pack(&self) -> anyhow::Result<Pack> {
-        let home = Home::from_env()?;
-        Ok(Pack::open(&self.pack, &home)?)
-    }
-
-    /// Opens the backend; `auto` says on stderr, in one line, why it fell back to tract.
-    pub fn backend(&self) -> anyhow::Result<Box<dyn backend::Backend>> {
-        let choice: BackendChoice = self.backend.parse()?;
-        let (backend, notice) = backend::open(choice)?;
-        if let Some(notice) = notice {
-            eprintln!("note: {notice}");
-        }
-        Ok(backend)
-    }
-
-    pub fn load_options(&self) -> anyhow::Result<LoadOptions> {
-        let precision: Precision = self.precision.parse().map_err(anyhow::Error::msg)?;
-        Ok(LoadOptions {
-            precision,
-            session: SessionOptions {
-                threads: self.threads,
-                optimization: self.optimization.parse().map_err(anyhow::Error::msg)?,
-                providers: self
-                    .provider
-                    .iter()
-                    .map(|p| p.parse())
-                    .collect::<Result<_, String>>()
-                    .map_err(anyhow::Error::msg)?,
-                spinning: false,
-            },
-        })
-    }
-
-    /// For commands that encode many inputs: one single-threaded encoder per worker, as many
-    /// workers as --threads (default: every core).
-    pub fn embedder<'a>(
-        &self,
-        pack: &'a Pack,
-        backend: &'a dyn backend::Backend,
-        quiet: bool,
-        no_cache: bool,
-    ) -> anyhow::Result<features::Embedder<'a>> {
-        let mut opts = self.load_options()?;
-        opts.session.threads = Some(1);
-        Ok(features::Embedder {
-            pack,
-            backend,
-            opts,
-            workers: self
-                .threads
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-            quiet,
-            cache: if no_cache {
-                None
-            } else {
-                Some(features::default_cache_dir()?)
-            },
-        })
-    }
-
-    pub fn decode_options(&self) -> DecodeOptions {
-        DecodeOptions {
-            max_pixels: self.max_pixels,
-        }
-    }
-}
-
-/// Writes a JSON value as one line on stdout.
-pub fn print_json(v: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string(v).expect("JSON values serialise")
-    );
-}
-
-/// A path argument shown as given.
-pub fn show(p: &std::path::Path) -> String {
-    p.display().to_string()
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match (cli.quiet, cli.verbose) {
@@ -237,24 +124,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", one_line(&e));
+            eprintln!("error: {}", cli::one_line(&e));
             ExitCode::FAILURE
         }
     }
 }
-
-/// The error and its causes on one line, without repeating a cause the message already contains.
-fn one_line(e: &anyhow::Error) -> String {
-    let mut out = e.to_string();
-    for cause in e.chain().skip(1) {
-        let c = cause.to_string();
-        if !out.contains(&c) {
-            out.push_str(": ");
-            out.push_str(&c);
-        }
-    }
-    out.replace('\n', " ")
-}
-
-/// Paths given on the command line, kept as given.
-pub type Inputs = Vec<PathBuf>;

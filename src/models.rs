@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -16,10 +15,10 @@ use dishcam_runtime::backend::tensorrt::{
     EngineOutcome, Int8Source, PlatformInfo, TensorRtBackend, TensorRtOptions,
 };
 use dishcam_runtime::backend::{self, BackendChoice, ModelSpec, SessionOptions};
-use indicatif::{ProgressBar, ProgressStyle};
+use dishcam_runtime::pack_recipes::{build_index, index_is_current};
 use serde_json::json;
 
-use crate::{print_json, show};
+use crate::cli::{print_json, show, spinner, Bar};
 
 #[derive(Subcommand)]
 pub enum ModelsCommand {
@@ -153,12 +152,12 @@ pub fn run(cmd: &ModelsCommand, quiet: bool) -> anyhow::Result<ExitCode> {
             // or was built with another text encoder.
             let pack = Pack::open_dir(&dir, &home)?;
             let opts = dishcam_runtime::LoadOptions::default();
-            if pack.manifest.recipes.is_some() && !crate::recipes::index_is_current(&pack, &opts) {
+            if pack.manifest.recipes.is_some() && !index_is_current(&pack, &opts) {
                 let (backend, notice) = backend::open(BackendChoice::Auto)?;
                 if let Some(notice) = notice {
                     eprintln!("note: {notice}");
                 }
-                let n = crate::recipes::build_index(&pack, backend.as_ref(), &opts, quiet)?;
+                let n = build_index(&pack, backend.as_ref(), &opts, &Bar::new(quiet))?;
                 println!("{name}: indexed {n} recipes");
             }
             Ok(ExitCode::SUCCESS)
@@ -482,18 +481,6 @@ fn build_engine(pack: &Pack, home: &Home, args: &EngineArgs) -> anyhow::Result<s
             "dims": t.dims,
         })).collect::<Vec<_>>(),
     }))
-}
-
-fn spinner(quiet: bool) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}").expect("valid template"),
-    );
-    bar.enable_steady_tick(Duration::from_millis(120));
-    bar
 }
 
 fn verify_onnx(path: &Path, backend_name: &str) -> anyhow::Result<ExitCode> {

@@ -1,11 +1,6 @@
 //! `dishcam recipes`: import recipes into the pack's overlay, build the recipe index with the
-//! pack's text encoder, search it, show a recipe. `classify` uses [`RecipeIndexes::open`] to list
-//! recipes for the predicted dish.
-//!
-//! Where things are: the bundled Food-101 recipes are a file of the base pack
-//! (`recipes/food101.jsonl`, listed in `pack.toml`); imported recipes go to
-//! `<overlay>/recipes/imported.jsonl`; the index over both is `<overlay>/recipes/recipes.idx`
-//! (derived data: `models pull` builds it, `recipes index build` rebuilds it).
+//! pack's text encoder, search it, show a recipe. Where the files live and how the index is
+//! built: `dishcam_runtime::pack_recipes`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,14 +8,13 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use dishcam_models::{Pack, Precision};
-use dishcam_recipes::index::BuildStage;
-use dishcam_recipes::{ExcludeFilter, Format, RecipeIndex, SearchParams};
-use dishcam_runtime::{Backend, LoadOptions, TextEncoder};
+use dishcam_recipes::{ExcludeFilter, Format, SearchParams};
+use dishcam_runtime::pack_recipes::{build_index, open_index, RecipePaths};
+use dishcam_runtime::TextEncoder;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use crate::{print_json, show, EngineArgs};
+use crate::cli::{print_json, show, Bar, EngineArgs};
 
 #[derive(Subcommand)]
 pub enum RecipesCommand {
@@ -90,153 +84,6 @@ pub struct ShowArgs {
     engine: EngineArgs,
 }
 
-/// The recipe files of a pack.
-pub struct RecipePaths {
-    /// The bundled recipes of the base pack, if it has them.
-    pub base: Option<PathBuf>,
-    /// Recipes the user imported.
-    pub imported: PathBuf,
-    pub index: PathBuf,
-}
-
-impl RecipePaths {
-    pub fn of(pack: &Pack) -> RecipePaths {
-        let dir = pack.overlay_dir.join("recipes");
-        RecipePaths {
-            base: pack.manifest.recipes.as_ref().map(|f| pack.path(f)),
-            imported: dir.join("imported.jsonl"),
-            index: dir.join("recipes.idx"),
-        }
-    }
-
-    fn stores(&self) -> Vec<PathBuf> {
-        self.base
-            .iter()
-            .cloned()
-            .chain(Some(self.imported.clone()).filter(|p| p.is_file()))
-            .collect()
-    }
-}
-
-/// The precision recipe indexes are built with: the text encoder's fp32 variant when the pack has
-/// one, whatever `--precision` a command runs at. One index then serves every precision: dish
-/// recipes are looked up by class, and an int8 query embedding is within ~0.99 cosine of the
-/// fp32 one (README, INT8), so searching the fp32 index with it finds the same recipes.
-pub fn index_precision(pack: &Pack, requested: Precision) -> Precision {
-    match &pack.manifest.text_encoder {
-        Some(t) if t.variants.contains_key(&Precision::Fp32) => Precision::Fp32,
-        _ => requested,
-    }
-}
-
-/// What an index was built with: the pack, its text encoder's file hash and the precision.
-pub fn encoder_id(pack: &Pack, opts: &LoadOptions) -> anyhow::Result<String> {
-    let t = pack
-        .manifest
-        .text_encoder
-        .as_ref()
-        .with_context(|| format!("pack '{}' has no text encoder", pack.manifest.name))?;
-    let precision = index_precision(pack, opts.precision);
-    let v = t.variants.get(&precision).with_context(|| {
-        format!(
-            "no {precision} text encoder in pack '{}'",
-            pack.manifest.name
-        )
-    })?;
-    Ok(format!(
-        "{}/text_encoder/{precision}/{}",
-        pack.manifest.name,
-        &v.onnx.sha256[..16]
-    ))
-}
-
-/// Builds the index over the pack's recipe stores; returns the number of recipes indexed.
-pub fn build_index(
-    pack: &Pack,
-    backend: &dyn Backend,
-    opts: &LoadOptions,
-    quiet: bool,
-) -> anyhow::Result<usize> {
-    let paths = RecipePaths::of(pack);
-    let stores = paths.stores();
-    if stores.is_empty() {
-        bail!(
-            "pack '{}' has no recipes: import some with `dishcam recipes import FILE`",
-            pack.manifest.name
-        );
-    }
-    if let Some(dir) = paths.index.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create", dir.display()))?;
-    }
-    let dim = pack
-        .manifest
-        .text_encoder
-        .as_ref()
-        .map_or(0, |t| t.embedding_dim);
-    let classes = food101_classes(pack);
-    // Recipe texts go through the embedding cache: a rebuild after an import embeds only the
-    // new recipes. One single-threaded encoder per core.
-    let embedder = crate::features::Embedder {
-        pack,
-        backend,
-        opts: LoadOptions {
-            session: dishcam_runtime::backend::SessionOptions {
-                threads: Some(1),
-                ..opts.session.clone()
-            },
-            precision: index_precision(pack, opts.precision),
-        },
-        workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        quiet,
-        cache: crate::features::default_cache_dir().ok(),
-    };
-    let mut embed = |texts: &[String]| -> dishcam_recipes::Result<Vec<f32>> {
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let rows = embedder
-            .texts(&refs)
-            .map_err(|e| dishcam_recipes::RecipeError::Invalid(format!("{e:#}")))?;
-        Ok(rows.concat())
-    };
-    let stats = dishcam_recipes::index::build_from_stores(
-        &paths.index,
-        &stores,
-        &encoder_id(pack, opts)?,
-        dim,
-        usize::MAX,
-        &mut embed,
-        &classes,
-        &dishcam_recipes::BuildParams::default(),
-        &mut |_stage: &BuildStage| {},
-    )?;
-    Ok(stats.count)
-}
-
-/// The class ids of the pack's default image head (the dishes recipes are precomputed for).
-fn food101_classes(pack: &Pack) -> Vec<String> {
-    let m = &pack.manifest;
-    m.default_head
-        .as_deref()
-        .and_then(|n| m.head(n))
-        .and_then(|h| dishcam_runtime::head::read_labels(pack, h).ok())
-        .unwrap_or_default()
-}
-
-/// Opens the pack's recipe index for the encoder in `opts`.
-pub fn open_index(pack: &Pack, opts: &LoadOptions) -> anyhow::Result<RecipeIndex> {
-    let paths = RecipePaths::of(pack);
-    if !paths.index.is_file() {
-        bail!(
-            "{}: no recipe index yet; build it with `dishcam recipes index build`",
-            paths.index.display()
-        );
-    }
-    Ok(RecipeIndex::open(
-        &paths.index,
-        Some(&encoder_id(pack, opts)?),
-    )?)
-}
-
 pub fn run(cmd: &RecipesCommand, quiet: bool) -> anyhow::Result<ExitCode> {
     match cmd {
         RecipesCommand::Import(a) => import(a, quiet),
@@ -247,7 +94,7 @@ pub fn run(cmd: &RecipesCommand, quiet: bool) -> anyhow::Result<ExitCode> {
             let backend = a.engine.backend()?;
             let opts = a.engine.load_options()?;
             let t = Instant::now();
-            let n = build_index(&pack, backend.as_ref(), &opts, quiet)?;
+            let n = build_index(&pack, backend.as_ref(), &opts, &Bar::new(quiet))?;
             let path = RecipePaths::of(&pack).index;
             let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
             if a.json {
@@ -317,7 +164,7 @@ fn import(a: &ImportArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     }
     let backend = a.engine.backend()?;
     let opts = a.engine.load_options()?;
-    let indexed = build_index(&pack, backend.as_ref(), &opts, quiet)?;
+    let indexed = build_index(&pack, backend.as_ref(), &opts, &Bar::new(quiet))?;
     if a.json {
         let mut v = serde_json::to_value(&report)?;
         v["schema"] = json!("dishcam.recipes.import/1");
@@ -344,6 +191,9 @@ fn import(a: &ImportArgs, quiet: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn search(a: &SearchArgs) -> anyhow::Result<ExitCode> {
+    if a.query.trim().is_empty() {
+        bail!("the search query is empty; give a dish or ingredients, e.g. `dishcam recipes search \"spicy noodle soup\"`");
+    }
     let pack = a.engine.open_pack()?;
     let backend = a.engine.backend()?;
     let opts = a.engine.load_options()?;
@@ -395,19 +245,4 @@ fn print_recipe(r: &dishcam_recipes::Recipe) {
     if let Some(u) = &r.url {
         println!("source: {u}");
     }
-}
-
-/// Recipes for a predicted dish, for `classify` output; `None` when the pack has no index.
-pub fn for_dish(idx: Option<&RecipeIndex>, class: &str, k: usize) -> Vec<serde_json::Value> {
-    let Some(idx) = idx else { return Vec::new() };
-    idx.dish_recipes(class, k, &ExcludeFilter::new::<&str>(&[]))
-        .unwrap_or_default()
-        .into_iter()
-        .map(|h| json!({"id": h.id, "title": h.title}))
-        .collect()
-}
-
-/// Whether the index at `path` exists and can be opened for this encoder.
-pub fn index_is_current(pack: &Pack, opts: &LoadOptions) -> bool {
-    open_index(pack, opts).is_ok()
 }

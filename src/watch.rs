@@ -10,18 +10,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use dishcam_runtime::head::{read_labels, Classifier};
+use dishcam_models::HeadInput;
+use dishcam_runtime::pack_recipes::{dish_recipes, open_index, SUGGESTED};
 use dishcam_runtime::pipeline::{
-    EncoderClassifier, FrameClassifier, FrameResult, Pipeline, PipelineConfig, Received,
-    SavingClassifier,
+    FrameClassifier, FrameResult, Pipeline, PipelineConfig, Received, SavingClassifier,
 };
 use dishcam_runtime::smoothing::{DishEvent, SmoothingConfig};
 use dishcam_runtime::source::{self, SourceOptions};
 use dishcam_runtime::timing::Samples;
-use dishcam_runtime::{ImageEncoder, TextEncoder};
+use dishcam_runtime::{DishOptions, FusionHead, TextEncoder};
 use serde_json::json;
 
-use crate::{print_json, EngineArgs};
+use crate::cli::{print_json, recipes_json, EngineArgs};
 
 mod text_context;
 
@@ -104,37 +104,47 @@ const STAGES: [&str; 4] = [
 
 pub fn run(args: &WatchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let pack = args.engine.open_pack()?;
-    let head = crate::classify::pick_head(&pack, args.head.as_deref(), args.text.is_some())?;
-    let labels = read_labels(&pack, head)?;
     let backend = args.engine.backend()?;
     let opts = args.engine.load_options()?;
-    let extra: Vec<&str> = head.encoder_output.as_deref().into_iter().collect();
-    let encoder = ImageEncoder::load(&pack, backend.as_ref(), &opts, &extra)?;
-    let classifier = Classifier::load(&pack, head, backend.as_ref(), &opts)?;
-    let text = match &args.text {
-        Some(t) => Some(TextEncoder::load(&pack, backend.as_ref(), &opts)?.encode(t)?),
-        None => None,
-    };
-    // --text-from: the fusion head beside the image head, and a thread that encodes each line.
-    let live_text = match &args.text_from {
+    // --text: the fusion head, with the text fused with every frame; --text-from: the image
+    // head, and the fusion head beside it for the frames that follow a line of text.
+    let mut dish = dishcam_runtime::DishClassifier::load(
+        &pack,
+        backend.clone(),
+        &opts,
+        &DishOptions {
+            head: args.head.as_deref(),
+            input: match args.text {
+                Some(_) => HeadInput::PhotoAndText,
+                None => HeadInput::Photo,
+            },
+            fusion: match args.text_from {
+                Some(_) => FusionHead::Required(None),
+                None => FusionHead::No,
+            },
+        },
+    )?;
+    if let Some(t) = &args.text {
+        dish.set_text(Some(t))?;
+    }
+    let labels = dish.labels().to_vec();
+    let updates = match &args.text_from {
         Some(from) => {
-            let fusion = crate::classify::pick_head(&pack, None, true)?;
-            let fusion_labels = read_labels(&pack, fusion)?;
-            if fusion_labels != labels {
-                anyhow::bail!(
-                    "--text-from: fusion head '{}' and image head '{}' name different classes; pick heads with the same labels (--head)",
-                    fusion.name,
-                    head.name
-                );
+            if let Some((fusion, fusion_labels)) = dish.fusion_head() {
+                if fusion_labels != labels.as_slice() {
+                    anyhow::bail!(
+                        "--text-from: fusion head '{}' and image head '{}' name different classes; pick heads with the same labels (--head)",
+                        fusion.name,
+                        dish.head().name
+                    );
+                }
             }
-            let fused = Classifier::load(&pack, fusion, backend.as_ref(), &opts)?;
             let encoder = TextEncoder::load(&pack, backend.as_ref(), &opts)?;
-            let updates = text_context::follow(from, encoder, args.json)?;
-            Some((fused, fusion.temperature, updates))
+            Some(text_context::follow(from, encoder, args.json)?)
         }
         None => None,
     };
-    let recipes = crate::recipes::open_index(&pack, &opts).ok();
+    let recipes = open_index(&pack, &opts).ok();
     let source_opts = SourceOptions {
         width: args.width,
         height: args.height,
@@ -168,23 +178,12 @@ pub fn run(args: &WatchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         backpressure,
         ..Default::default()
     };
-    let frame_classifier = EncoderClassifier {
-        encoder,
-        head: classifier,
-        reads_encoder_output: head.encoder_output.is_some(),
-        temperature: head.temperature,
-        classes: labels.len(),
-        text,
-    };
-    let frame_classifier: Box<dyn FrameClassifier> = match live_text {
-        Some((fused, temperature, updates)) => Box::new(text_context::LiveText {
-            inner: frame_classifier,
-            fused,
-            temperature,
+    let frame_classifier: Box<dyn FrameClassifier> = match updates {
+        Some(updates) => Box::new(text_context::LiveText {
+            inner: dish,
             updates,
-            text: None,
         }),
-        None => Box::new(frame_classifier),
+        None => Box::new(dish),
     };
     let frame_classifier: Box<dyn FrameClassifier> = match &args.save_frames {
         Some(dir) => {
@@ -199,7 +198,7 @@ pub fn run(args: &WatchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         }
         None => frame_classifier,
     };
-    let pipeline = Pipeline::start(src, frame_classifier, config).map_err(anyhow::Error::msg)?;
+    let pipeline = Pipeline::start(src, frame_classifier, config)?;
     // Board telemetry (CPU, memory, power and temperatures where readable) beside the stats.
     let sampler = dishcam_board::Sampler::start(
         dishcam_board::detect(Path::new("/")),
@@ -277,7 +276,7 @@ pub fn run(args: &WatchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     if let Some(h) = &health {
         report_outages(args.json, h, &mut seen_outages, args.on_disconnect);
     }
-    let counts = stopped.map_err(anyhow::Error::msg)?;
+    let counts = stopped?;
     let board = sampler.stop();
     let fps_in = counts.captured as f64 / elapsed.max(1e-9);
     let fps_out = counts.classified as f64 / elapsed.max(1e-9);
@@ -361,7 +360,7 @@ fn emit_event(
     let (kind, class, probability) = ev.outcome();
     let dish = class.map(label);
     let suggestions = match &dish {
-        Some(d) => crate::recipes::for_dish(recipes, d, 3),
+        Some(d) => recipes_json(&dish_recipes(recipes, d, SUGGESTED)),
         None => vec![],
     };
     if as_json {

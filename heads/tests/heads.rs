@@ -1,12 +1,12 @@
 //! Taught heads through the real load path: a head written to ONNX and loaded by the tract
 //! backend gives the fitted head's outputs, and every fusion mode gives hand-computed values.
 
+use dishcam_heads::fit::LinearHead;
 use dishcam_models::onnx::encode;
 use dishcam_models::pack::write_pack_file;
 use dishcam_models::{Home, Pack};
 use dishcam_runtime::backend::{backend, BackendKind};
 use dishcam_runtime::classify::softmax_in_place;
-use dishcam_runtime::fit::LinearHead;
 use dishcam_runtime::head::Classifier;
 use dishcam_runtime::LoadOptions;
 

@@ -12,5 +12,5 @@ pub mod pull;
 pub mod runtime_lib;
 pub mod torch_pickle;
 
-pub use manifest::{Manifest, Precision};
+pub use manifest::{HeadInput, HeadLookupError, Manifest, Precision};
 pub use pack::{Home, Pack, PackError};

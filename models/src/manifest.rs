@@ -385,6 +385,84 @@ fn one() -> f32 {
     1.0
 }
 
+/// What a command classifies, which decides the kinds of head it can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadInput {
+    /// Photos alone: an `image` head.
+    Photo,
+    /// A text alone: a `text` head.
+    Text,
+    /// Photos with a text: an `early-fusion` or `late-fusion` head.
+    PhotoAndText,
+}
+
+impl HeadInput {
+    /// The head kinds that read this input.
+    pub fn kinds(self) -> &'static [HeadKind] {
+        match self {
+            HeadInput::Photo => &[HeadKind::Image],
+            HeadInput::Text => &[HeadKind::Text],
+            HeadInput::PhotoAndText => &[HeadKind::EarlyFusion, HeadKind::LateFusion],
+        }
+    }
+
+    /// The input a head of `kind` reads.
+    pub fn of(kind: HeadKind) -> HeadInput {
+        match kind {
+            HeadKind::Image => HeadInput::Photo,
+            HeadKind::Text => HeadInput::Text,
+            HeadKind::EarlyFusion | HeadKind::LateFusion => HeadInput::PhotoAndText,
+        }
+    }
+
+    fn head_name(self) -> &'static str {
+        match self {
+            HeadInput::Photo => "image",
+            HeadInput::Text => "text",
+            HeadInput::PhotoAndText => "fusion",
+        }
+    }
+
+    fn how_to_fit(self) -> &'static str {
+        match self {
+            HeadInput::Photo => "fit one with `dishcam teach --images DIR`",
+            HeadInput::Text => "fit one with `dishcam teach --text-csv FILE`",
+            HeadInput::PhotoAndText => {
+                "fit one with `dishcam teach --images DIR --text-csv FILE`, or leave out the text"
+            }
+        }
+    }
+
+    fn what_reads_it(self) -> &'static str {
+        match self {
+            HeadInput::Photo => "photos alone need an image head",
+            HeadInput::Text => "a text alone needs a text head (give photos too for a fusion head)",
+            HeadInput::PhotoAndText => "photos with a text need a fusion head",
+        }
+    }
+}
+
+/// Why [`Manifest::resolve_head`] found no head.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeadLookupError {
+    #[error("pack '{pack}' has no {} head; {}", input.head_name(), input.how_to_fit())]
+    NoHead { pack: String, input: HeadInput },
+    #[error("pack '{pack}' has no head '{head}' (heads: {available})")]
+    UnknownHead {
+        pack: String,
+        head: String,
+        available: String,
+    },
+    #[error("head '{head}' of pack '{pack}' is a {} head; {}", kind.as_str(), input.what_reads_it())]
+    WrongKind {
+        pack: String,
+        head: String,
+        kind: HeadKind,
+        input: HeadInput,
+    },
+}
+
 /// A manifest problem: the field, what is wrong, and the fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
@@ -445,6 +523,57 @@ impl Manifest {
 
     pub fn head(&self, name: &str) -> Option<&Head> {
         self.heads.iter().find(|h| h.name == name)
+    }
+
+    /// The head a command uses for `input`: the one named, else the pack's default head for
+    /// that input (`default_head`, `text_head` or `fusion_head`), else its first head of a kind
+    /// that reads that input. Refused, with the fix, when there is none or the named head reads
+    /// something else.
+    pub fn resolve_head(
+        &self,
+        name: Option<&str>,
+        input: HeadInput,
+    ) -> Result<&Head, HeadLookupError> {
+        let kinds = input.kinds();
+        let default = match input {
+            HeadInput::Photo => self.default_head.as_deref(),
+            HeadInput::Text => self.text_head.as_deref(),
+            HeadInput::PhotoAndText => self.fusion_head.as_deref(),
+        };
+        let name = match name.or(default) {
+            Some(n) => n,
+            None => {
+                return self
+                    .heads
+                    .iter()
+                    .find(|h| kinds.contains(&h.kind))
+                    .ok_or_else(|| HeadLookupError::NoHead {
+                        pack: self.name.clone(),
+                        input,
+                    })
+            }
+        };
+        let head = self
+            .head(name)
+            .ok_or_else(|| HeadLookupError::UnknownHead {
+                pack: self.name.clone(),
+                head: name.to_string(),
+                available: self
+                    .heads
+                    .iter()
+                    .map(|h| h.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        if !kinds.contains(&head.kind) {
+            return Err(HeadLookupError::WrongKind {
+                pack: self.name.clone(),
+                head: name.to_string(),
+                kind: head.kind,
+                input,
+            });
+        }
+        Ok(head)
     }
 
     /// Checks everything that can be checked without touching files. Returns all problems.
@@ -801,6 +930,60 @@ pub fn check_relative_path(p: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heads_resolve_by_name_default_or_kind_and_say_why_not() {
+        let mut m = sample();
+        let image = m.heads[0].clone();
+        let text = Head {
+            name: "titles".into(),
+            kind: HeadKind::Text,
+            encoder_output: None,
+            ..image.clone()
+        };
+        m.heads.push(text);
+        // No default named: the first head of the kind.
+        m.default_head = None;
+        assert_eq!(
+            m.resolve_head(None, HeadInput::Photo).unwrap().name,
+            "imagenet"
+        );
+        assert_eq!(
+            m.resolve_head(None, HeadInput::Text).unwrap().name,
+            "titles"
+        );
+        m.text_head = Some("titles".into());
+        assert_eq!(
+            m.resolve_head(Some("titles"), HeadInput::Text)
+                .unwrap()
+                .name,
+            "titles"
+        );
+        let e = m.resolve_head(None, HeadInput::PhotoAndText).unwrap_err();
+        assert!(
+            matches!(e, HeadLookupError::NoHead { .. }) && e.to_string().contains("no fusion head"),
+            "{e}"
+        );
+        let e = m.resolve_head(Some("nope"), HeadInput::Photo).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "pack 't' has no head 'nope' (heads: imagenet, titles)"
+        );
+        let e = m
+            .resolve_head(Some("titles"), HeadInput::Photo)
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("is a text head; photos alone need an image head"),
+            "{e}"
+        );
+        // A default that names a head of the wrong kind is refused, not skipped.
+        m.default_head = Some("titles".into());
+        assert!(matches!(
+            m.resolve_head(None, HeadInput::Photo),
+            Err(HeadLookupError::WrongKind { .. })
+        ));
+    }
 
     pub(crate) fn sample() -> Manifest {
         let file = |f: &str| PackFile {

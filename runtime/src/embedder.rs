@@ -1,6 +1,7 @@
-//! Embedding many photos or texts for `teach` and `eval`: one encoder per worker thread (each
-//! single-threaded, which is faster than one multi-threaded encoder at batch 1), a progress bar,
-//! and an on-disk cache so a second run over the same files skips the encoder.
+//! Embedding many photos or texts for `teach`, `eval` and the recipe index: one encoder per
+//! worker thread (each single-threaded, which is faster than one multi-threaded encoder at batch
+//! 1), progress reported to the caller, and an on-disk cache so a second run over the same files
+//! skips the encoder. Photos go through [`crate::PhotoEncoder`], the photo half of the dish chain.
 //!
 //! One cache file per encoder configuration (the encoder section of the merged manifest, with
 //! file hashes and preprocessing; backend; precision; the requested output; the degradation)
@@ -12,16 +13,33 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use dishcam_models::pack::write_atomic;
-use dishcam_models::{Home, Pack};
-use dishcam_runtime::dataset::{degrade, LabelledImage};
-use dishcam_runtime::image_io::{decode_file, DecodeOptions};
-use dishcam_runtime::{Backend, ImageEncoder, LoadOptions, TextEncoder};
-use indicatif::{ProgressBar, ProgressStyle};
+use dishcam_models::{Home, Pack, PackError};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use sha2::{Digest, Sha256};
+
+use crate::dataset::{degrade, LabelledImage};
+use crate::dish::PhotoEncoder;
+use crate::error::RuntimeError;
+use crate::image_io::{decode_file, DecodeOptions};
+use crate::{Backend, LoadOptions, TextEncoder};
+
+/// Progress of a long job, reported by the library and shown by the caller (the CLI draws a
+/// bar; tests and servers ignore it).
+pub trait Progress: Sync {
+    /// A job of `total` items called `what` starts.
+    fn start(&self, _total: u64, _what: &str) {}
+    /// `n` more items are done.
+    fn advance(&self, _n: u64) {}
+    /// The job is over.
+    fn finish(&self) {}
+}
+
+/// Reports nothing.
+pub struct Silent;
+
+impl Progress for Silent {}
 
 /// Embeds inputs with the pack's encoders.
 pub struct Embedder<'a> {
@@ -30,13 +48,13 @@ pub struct Embedder<'a> {
     /// Options for each worker's encoder (single-threaded).
     pub opts: LoadOptions,
     pub workers: usize,
-    pub quiet: bool,
+    pub progress: &'a dyn Progress,
     /// Cache directory; `None` disables the cache.
     pub cache: Option<PathBuf>,
 }
 
 /// The default cache directory: `$DISHCAM_HOME/cache/embeddings`.
-pub fn default_cache_dir() -> anyhow::Result<PathBuf> {
+pub fn default_cache_dir() -> Result<PathBuf, PackError> {
     Ok(Home::from_env()?.cache().join("embeddings"))
 }
 
@@ -49,7 +67,7 @@ impl Embedder<'_> {
         output: Option<&str>,
         degrade_px: Option<u32>,
         decode: &DecodeOptions,
-    ) -> anyhow::Result<Vec<Option<Vec<f32>>>> {
+    ) -> Result<Vec<Option<Vec<f32>>>, RuntimeError> {
         let base = self.key_base(
             "image",
             output,
@@ -78,24 +96,16 @@ impl Embedder<'_> {
             parallel_map(
                 &todo,
                 self.workers,
-                self.bar(todo.len(), "photos"),
-                || {
-                    let extra: Vec<&str> = output.into_iter().collect();
-                    Ok(ImageEncoder::load(
-                        self.pack,
-                        self.backend,
-                        &self.opts,
-                        &extra,
-                    )?)
-                },
+                self.progress,
+                "photos",
+                || PhotoEncoder::load(self.pack, self.backend, &self.opts, output),
                 |enc, item| match decode_file(&item.path, decode) {
                     Ok(img) => {
                         let img = match degrade_px {
                             Some(px) => degrade(&img, px),
                             None => img,
                         };
-                        enc.preprocess(&img)?;
-                        Ok(enc.run()?.pop())
+                        Ok(Some(enc.embed(&img)?))
                     }
                     Err(e) => {
                         log::warn!("skipped: {e}");
@@ -107,7 +117,7 @@ impl Embedder<'_> {
     }
 
     /// Sentence embeddings of texts.
-    pub fn texts(&self, texts: &[&str]) -> anyhow::Result<Vec<Vec<f32>>> {
+    pub fn texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, RuntimeError> {
         let base = self.key_base("text", None, "")?;
         let keys: Vec<ItemKey> = texts.iter().map(|t| item_key(t.to_string())).collect();
         let out = self.cached(&base, &keys, |todo: &[usize]| {
@@ -115,8 +125,9 @@ impl Embedder<'_> {
             parallel_map(
                 &todo,
                 self.workers,
-                self.bar(todo.len(), "texts"),
-                || Ok(TextEncoder::load(self.pack, self.backend, &self.opts)?),
+                self.progress,
+                "texts",
+                || TextEncoder::load(self.pack, self.backend, &self.opts),
                 |enc, text| Ok(Some(enc.encode(text)?)),
             )
         })?;
@@ -124,12 +135,18 @@ impl Embedder<'_> {
     }
 
     /// The cache file for one encoder configuration.
-    fn key_base(&self, what: &str, output: Option<&str>, extra: &str) -> anyhow::Result<String> {
+    fn key_base(
+        &self,
+        what: &str,
+        output: Option<&str>,
+        extra: &str,
+    ) -> Result<String, RuntimeError> {
         let m = &self.pack.manifest;
         let encoder = match what {
-            "image" => serde_json::to_string(&m.image_encoder)?,
-            _ => serde_json::to_string(&m.text_encoder)?,
-        };
+            "image" => serde_json::to_string(&m.image_encoder),
+            _ => serde_json::to_string(&m.text_encoder),
+        }
+        .expect("a manifest always serialises");
         let mut h = Sha256::new();
         h.update(format!(
             "dishcam-embeddings/2;{what};{encoder};{};{};{output:?};{extra}",
@@ -139,18 +156,14 @@ impl Embedder<'_> {
         Ok(format!("{what}-{}", &hex::encode(h.finalize())[..24]))
     }
 
-    fn bar(&self, len: usize, what: &str) -> ProgressBar {
-        progress_bar(self.quiet, len, what)
-    }
-
     /// Embeddings of every key: from the cache file of this configuration where present, the
     /// rest computed by `compute` (given the positions to compute) and added to the file.
     fn cached(
         &self,
         base: &str,
         keys: &[ItemKey],
-        compute: impl FnOnce(&[usize]) -> anyhow::Result<Vec<Option<Vec<f32>>>>,
-    ) -> anyhow::Result<Vec<Option<Vec<f32>>>> {
+        compute: impl FnOnce(&[usize]) -> Result<Vec<Option<Vec<f32>>>, RuntimeError>,
+    ) -> Result<Vec<Option<Vec<f32>>>, RuntimeError> {
         let Some(dir) = &self.cache else {
             return compute(&(0..keys.len()).collect::<Vec<_>>());
         };
@@ -176,9 +189,9 @@ impl Embedder<'_> {
             for (&i, e) in todo.iter().zip(fresh) {
                 known.insert(keys[i], e);
             }
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("{}: cannot create", dir.display()))?;
-            if let Err(e) = write_atomic(&path, &write_cache(&known)) {
+            let written = std::fs::create_dir_all(dir)
+                .and_then(|()| write_atomic(&path, &write_cache(&known)));
+            if let Err(e) = written {
                 log::warn!("{}: cannot write the embedding cache: {e}", path.display());
             }
         }
@@ -198,27 +211,29 @@ fn item_key(identity: String) -> ItemKey {
 }
 
 /// Maps `f` over `items` on `workers` threads, each with its own state from `init` (an
-/// encoder); results keep the input order.
-pub fn parallel_map<T: Sync, S, R: Send>(
+/// encoder); results keep the input order. `progress` hears of each item done.
+pub fn parallel_map<T: Sync, S, R: Send, E: Send>(
     items: &[T],
     workers: usize,
-    bar: ProgressBar,
-    init: impl Fn() -> anyhow::Result<S> + Sync,
-    f: impl Fn(&mut S, &T) -> anyhow::Result<R> + Sync,
-) -> anyhow::Result<Vec<R>> {
+    progress: &dyn Progress,
+    what: &str,
+    init: impl Fn() -> Result<S, E> + Sync,
+    f: impl Fn(&mut S, &T) -> Result<R, E> + Sync,
+) -> Result<Vec<R>, E> {
     let workers = workers.max(1).min(items.len().max(1));
     let chunk = items.len().div_ceil(workers).max(1);
-    let results: Vec<anyhow::Result<Vec<R>>> = std::thread::scope(|s| {
+    progress.start(items.len() as u64, what);
+    let results: Vec<Result<Vec<R>, E>> = std::thread::scope(|s| {
         let handles: Vec<_> = items
             .chunks(chunk)
             .map(|part| {
-                let (bar, init, f) = (bar.clone(), &init, &f);
-                s.spawn(move || -> anyhow::Result<Vec<R>> {
+                let (init, f) = (&init, &f);
+                s.spawn(move || -> Result<Vec<R>, E> {
                     let mut state = init()?;
                     part.iter()
                         .map(|item| {
                             let r = f(&mut state, item);
-                            bar.inc(1);
+                            progress.advance(1);
                             r
                         })
                         .collect()
@@ -230,7 +245,7 @@ pub fn parallel_map<T: Sync, S, R: Send>(
             .map(|h| h.join().expect("worker thread"))
             .collect()
     });
-    bar.finish_and_clear();
+    progress.finish();
     let mut all = Vec::with_capacity(items.len());
     for r in results {
         all.extend(r?);
@@ -305,22 +320,6 @@ fn read_cache(bytes: &[u8]) -> Option<HashMap<ItemKey, Option<Vec<f32>>>> {
     )
 }
 
-/// A progress bar over `len` items called `what` (hidden when `quiet`).
-pub fn progress_bar(quiet: bool, len: usize, what: &str) -> ProgressBar {
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(len as u64)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(&format!(
-            "{{bar:30}} {{pos}}/{{len}} {what} {{elapsed}} (eta {{eta}})"
-        ))
-        .expect("valid template"),
-    );
-    bar
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,8 +343,9 @@ mod tests {
         let out = parallel_map(
             &items,
             3,
-            ProgressBar::hidden(),
-            || Ok(100),
+            &Silent,
+            "items",
+            || Ok::<_, String>(100),
             |s, i| Ok(*s + i),
         )
         .unwrap();
@@ -353,16 +353,17 @@ mod tests {
         let err = parallel_map(
             &items,
             2,
-            ProgressBar::hidden(),
+            &Silent,
+            "items",
             || Ok(()),
             |_, i| {
                 if *i == 7 {
-                    anyhow::bail!("item {i} failed")
+                    return Err(format!("item {i} failed"));
                 }
                 Ok(*i)
             },
         )
         .unwrap_err();
-        assert!(err.to_string().contains("item 7"));
+        assert!(err.contains("item 7"));
     }
 }

@@ -248,6 +248,12 @@ impl ImageEncoder {
         Ok(&self.buffers)
     }
 
+    /// The buffers [`ImageEncoder::run_buffered`] last wrote: the embedding then each extra
+    /// output.
+    pub fn last_outputs(&self) -> &[Vec<f32>] {
+        &self.buffers
+    }
+
     /// Runs the encoder on the current input. Returns the embedding then each extra output.
     pub fn run(&mut self) -> Result<Vec<Vec<f32>>, RuntimeError> {
         let out = self.session.run(&[TensorRef::F32 {

@@ -33,10 +33,25 @@ pub enum RuntimeError {
         head: String,
         available: String,
     },
+    #[error(transparent)]
+    HeadLookup(#[from] dishcam_models::manifest::HeadLookupError),
+    #[error("head '{head}' reads {input}")]
+    NeedsInput { head: String, input: &'static str },
     #[error("head model: {0}")]
     HeadModel(String),
     #[error(transparent)]
     Dataset(#[from] crate::dataset::DatasetError),
+    #[error(transparent)]
+    Recipes(#[from] dishcam_recipes::RecipeError),
+    #[error("pack '{pack}' has no recipes: import some with `dishcam recipes import FILE`")]
+    NoRecipes { pack: String },
+    #[error("{}: no recipe index yet; build it with `dishcam recipes index build`", path.display())]
+    NoRecipeIndex { path: std::path::PathBuf },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("{model}: output '{output}' has {got} values, expected {want}")]
     OutputSize {
         model: String,

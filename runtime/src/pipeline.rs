@@ -18,8 +18,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::smoothing::{DishEvent, Smoother, SmoothingConfig};
-use crate::source::{Frame, FrameSource, Next};
+use crate::error::RuntimeError;
+use crate::smoothing::{DishEvent, Smoother, SmoothingConfig, SmoothingError};
+use crate::source::{Frame, FrameSource, Next, SourceError};
 
 /// Classes reported per frame.
 pub const TOP: usize = 5;
@@ -27,25 +28,44 @@ pub const TOP: usize = 5;
 const THUMB_W: usize = 32;
 const THUMB_H: usize = 24;
 
-/// Turns a frame into class probabilities (image encoder + head + softmax, or a stand-in in
+/// Turns a frame into class probabilities ([`crate::DishClassifier`], or a stand-in in
 /// tests). Writes into `probs`, which has one entry per class.
 pub trait FrameClassifier: Send {
     fn classes(&self) -> usize;
     /// Preprocesses the frame; then [`FrameClassifier::classify`] runs the model on it.
-    fn preprocess(&mut self, frame: &Frame) -> Result<(), String>;
-    fn classify(&mut self, probs: &mut [f32]) -> Result<(), String>;
+    fn preprocess(&mut self, frame: &Frame) -> Result<(), RuntimeError>;
+    fn classify(&mut self, probs: &mut [f32]) -> Result<(), RuntimeError>;
 }
 
 impl<C: FrameClassifier + ?Sized> FrameClassifier for Box<C> {
     fn classes(&self) -> usize {
         (**self).classes()
     }
-    fn preprocess(&mut self, frame: &Frame) -> Result<(), String> {
+    fn preprocess(&mut self, frame: &Frame) -> Result<(), RuntimeError> {
         (**self).preprocess(frame)
     }
-    fn classify(&mut self, probs: &mut [f32]) -> Result<(), String> {
+    fn classify(&mut self, probs: &mut [f32]) -> Result<(), RuntimeError> {
         (**self).classify(probs)
     }
+}
+
+/// Why the pipeline could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    #[error(transparent)]
+    Classifier(#[from] RuntimeError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Smoothing(#[from] SmoothingError),
+    #[error("cannot start the {thread} thread: {source}")]
+    Thread {
+        thread: &'static str,
+        source: std::io::Error,
+    },
+    #[error("a pipeline thread panicked")]
+    Panicked,
 }
 
 /// Pipeline settings.
@@ -161,7 +181,7 @@ pub struct Pipeline {
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
     slot: Arc<Slot>,
-    threads: Vec<JoinHandle<Result<(), String>>>,
+    threads: Vec<JoinHandle<Result<(), PipelineError>>>,
     started: Instant,
 }
 
@@ -219,7 +239,7 @@ impl Pipeline {
         mut source: Box<dyn FrameSource + Send>,
         mut classifier: Box<dyn FrameClassifier>,
         config: PipelineConfig,
-    ) -> Result<Pipeline, String> {
+    ) -> Result<Pipeline, PipelineError> {
         let classes = classifier.classes();
         let mut smoother = Smoother::new(classes, config.smoothing)?;
         let counters = Arc::new(Counters::default());
@@ -271,7 +291,7 @@ impl Pipeline {
                             }
                             Ok(Next::Timeout) => {}
                             Ok(Next::End) => break Ok(()),
-                            Err(e) => break Err(e.to_string()),
+                            Err(e) => break Err(PipelineError::from(e)),
                         }
                     };
                     let mut s = slot.frame.lock().expect("slot lock");
@@ -280,7 +300,10 @@ impl Pipeline {
                     slot.ready.notify_all();
                     outcome
                 })
-                .map_err(|e| format!("cannot start the capture thread: {e}"))?
+                .map_err(|source| PipelineError::Thread {
+                    thread: "capture",
+                    source,
+                })?
         };
 
         let inference = {
@@ -338,7 +361,7 @@ impl Pipeline {
                             classifier.classify(&mut probs)?;
                             (pre, Instant::now())
                         };
-                        let event = smoother.update(&probs).map_err(|e| e.to_string())?;
+                        let event = smoother.update(&probs)?;
                         let mut top = [(0usize, 0f32); TOP];
                         let top_len = top_into(smoother.smoothed(), &mut top);
                         counters.classified.fetch_add(1, Ordering::Relaxed);
@@ -361,7 +384,10 @@ impl Pipeline {
                         }
                     }
                 })
-                .map_err(|e| format!("cannot start the inference thread: {e}"))?
+                .map_err(|source| PipelineError::Thread {
+                    thread: "inference",
+                    source,
+                })?
         };
 
         Ok(Pipeline {
@@ -398,7 +424,7 @@ impl Pipeline {
     }
 
     /// Asks the threads to stop and waits for them; returns the first error either reported.
-    pub fn stop(mut self) -> Result<Counts, String> {
+    pub fn stop(mut self) -> Result<Counts, PipelineError> {
         self.stop.store(true, Ordering::Relaxed);
         self.slot.ready.notify_all();
         // Unblock an inference thread waiting to send.
@@ -411,7 +437,7 @@ impl Pipeline {
                     first_err.get_or_insert(e);
                 }
                 Err(_) => {
-                    first_err.get_or_insert("a pipeline thread panicked".into());
+                    first_err.get_or_insert(PipelineError::Panicked);
                 }
             }
             while self.results.try_recv().is_ok() {}
@@ -439,7 +465,7 @@ impl<C: FrameClassifier> FrameClassifier for SavingClassifier<C> {
         self.inner.classes()
     }
 
-    fn preprocess(&mut self, frame: &Frame) -> Result<(), String> {
+    fn preprocess(&mut self, frame: &Frame) -> Result<(), RuntimeError> {
         if self.saved < self.limit {
             let path = self.dir.join(format!("frame_{:08}.png", frame.seq));
             match image::save_buffer(
@@ -456,49 +482,8 @@ impl<C: FrameClassifier> FrameClassifier for SavingClassifier<C> {
         self.inner.preprocess(frame)
     }
 
-    fn classify(&mut self, probs: &mut [f32]) -> Result<(), String> {
+    fn classify(&mut self, probs: &mut [f32]) -> Result<(), RuntimeError> {
         self.inner.classify(probs)
-    }
-}
-
-/// The pack's image encoder and a head as a [`FrameClassifier`]: embedding (or the encoder
-/// output the head names), the head's scores, softmax at the head's temperature. With a text
-/// embedding, a fusion head fuses it with every frame.
-pub struct EncoderClassifier {
-    pub encoder: crate::ImageEncoder,
-    pub head: crate::head::Classifier,
-    /// The head reads an encoder output (e.g. ImageNet logits) rather than the embedding.
-    pub reads_encoder_output: bool,
-    pub temperature: f32,
-    pub classes: usize,
-    pub text: Option<Vec<f32>>,
-}
-
-impl FrameClassifier for EncoderClassifier {
-    fn classes(&self) -> usize {
-        self.classes
-    }
-
-    fn preprocess(&mut self, frame: &Frame) -> Result<(), String> {
-        self.encoder
-            .preprocess_rgb(&frame.rgb, frame.width, frame.height)
-            .map_err(|e| e.to_string())
-    }
-
-    fn classify(&mut self, probs: &mut [f32]) -> Result<(), String> {
-        // Buffers kept by the encoder and the caller's `probs`: no allocation per frame.
-        let out = self.encoder.run_buffered().map_err(|e| e.to_string())?;
-        let image = if self.reads_encoder_output {
-            out.last()
-        } else {
-            out.first()
-        }
-        .ok_or("the encoder returned no output")?;
-        self.head
-            .scores_into(Some(image), self.text.as_deref(), probs)
-            .map_err(|e| e.to_string())?;
-        crate::classify::softmax_in_place(probs, self.temperature);
-        Ok(())
     }
 }
 

@@ -76,7 +76,11 @@ impl Default for SmoothingConfig {
 
 impl SmoothingConfig {
     /// Checks every field; the error names the first bad field, its allowed range and its value.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SmoothingError> {
+        self.check().map_err(SmoothingError::Config)
+    }
+
+    fn check(&self) -> Result<(), String> {
         // Written as `!(in range)` so that NaN is refused too.
         if !(self.alpha > 0.0 && self.alpha <= 1.0) {
             return Err(format!(
@@ -153,8 +157,9 @@ impl DishEvent {
     }
 }
 
-/// Errors from [`Smoother::update`]. They carry no heap data, so returning one does not allocate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+/// Errors from [`Smoother::new`] (a bad setting) and [`Smoother::update`] (a frame of the wrong
+/// length, which carries no heap data, so returning it does not allocate).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SmoothingError {
     /// The frame's probability vector has the wrong number of classes; the frame was ignored.
@@ -162,6 +167,9 @@ pub enum SmoothingError {
         "frame has {got} class probabilities, the smoother was built for {want}; frame ignored"
     )]
     WrongLength { got: usize, want: usize },
+    /// A setting is out of range: the field, its allowed range and the value given.
+    #[error("smoothing: {0}")]
+    Config(String),
 }
 
 /// Exponential moving average of class probabilities with hysteresis-based settling.
@@ -197,9 +205,9 @@ impl fmt::Debug for Smoother {
 
 impl Smoother {
     /// A smoother for `classes` classes (>= 1). Refuses an invalid `config` with the field name.
-    pub fn new(classes: usize, config: SmoothingConfig) -> Result<Self, String> {
+    pub fn new(classes: usize, config: SmoothingConfig) -> Result<Self, SmoothingError> {
         if classes == 0 {
-            return Err("classes must be >= 1, got 0".to_string());
+            return Err(SmoothingError::Config("classes must be >= 1, got 0".into()));
         }
         config.validate()?;
         Ok(Self {
@@ -773,7 +781,11 @@ mod tests {
         ];
         for (config, field) in cases {
             let err = config.validate().unwrap_err();
-            assert!(err.starts_with(field), "{config:?}: {err}");
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("smoothing: {field}")),
+                "{config:?}: {text}"
+            );
             assert_eq!(Smoother::new(2, config).unwrap_err(), err);
         }
         // The edges of the ranges are accepted.
@@ -784,7 +796,10 @@ mod tests {
             release_threshold: 0.0,
         };
         assert_eq!(edges.validate(), Ok(()));
-        assert!(Smoother::new(0, d).unwrap_err().contains("classes"));
+        assert!(Smoother::new(0, d)
+            .unwrap_err()
+            .to_string()
+            .contains("classes"));
     }
 
     #[test]

@@ -9,10 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dishcam_models::{Home, Pack, Precision};
 use dishcam_runtime::backend::{self, BackendKind, SessionOptions};
-use dishcam_runtime::head::{read_labels, Classifier};
-use dishcam_runtime::pipeline::{EncoderClassifier, Pipeline, PipelineConfig};
+use dishcam_runtime::pipeline::{Pipeline, PipelineConfig};
 use dishcam_runtime::source::{self, SourceOptions};
-use dishcam_runtime::{ImageEncoder, LoadOptions};
+use dishcam_runtime::{DishClassifier, DishOptions, LoadOptions};
 
 struct Counting;
 
@@ -40,7 +39,8 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-fn lite_classifier(precision: Precision) -> EncoderClassifier {
+/// The dish chain every front end runs, with the Food-101 head.
+fn lite_classifier(precision: Precision) -> DishClassifier {
     let home = Home::from_env().expect("a home directory");
     let pack = Pack::open("lite", &home)
         .unwrap_or_else(|e| panic!("{e}\nthis test needs the lite pack: run ./scripts/test.sh"));
@@ -52,15 +52,16 @@ fn lite_classifier(precision: Precision) -> EncoderClassifier {
             ..Default::default()
         },
     };
-    let head = pack.manifest.head("food101").expect("the food101 head");
-    EncoderClassifier {
-        encoder: ImageEncoder::load(&pack, backend.as_ref(), &opts, &[]).unwrap(),
-        head: Classifier::load(&pack, head, backend.as_ref(), &opts).unwrap(),
-        reads_encoder_output: false,
-        temperature: head.temperature,
-        classes: read_labels(&pack, head).unwrap().len(),
-        text: None,
-    }
+    DishClassifier::load(
+        &pack,
+        backend.into(),
+        &opts,
+        &DishOptions {
+            head: Some("food101"),
+            ..DishOptions::default()
+        },
+    )
+    .unwrap()
 }
 
 /// Allocations made while the pipeline classifies `frames` frames after `warmup` frames.

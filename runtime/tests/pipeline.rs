@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use dishcam_runtime::pipeline::{FrameClassifier, FrameResult, Pipeline, PipelineConfig};
 use dishcam_runtime::smoothing::{DishEvent, SmoothingConfig};
 use dishcam_runtime::source::{self, Frame, SourceOptions};
+use dishcam_runtime::RuntimeError;
 
 /// Answers class `seq / period % 2` with certainty, after sleeping `work`.
 struct StandIn {
@@ -19,11 +20,11 @@ impl FrameClassifier for StandIn {
     fn classes(&self) -> usize {
         2
     }
-    fn preprocess(&mut self, frame: &Frame) -> Result<(), String> {
+    fn preprocess(&mut self, frame: &Frame) -> Result<(), RuntimeError> {
         self.seq = frame.seq;
         Ok(())
     }
-    fn classify(&mut self, probs: &mut [f32]) -> Result<(), String> {
+    fn classify(&mut self, probs: &mut [f32]) -> Result<(), RuntimeError> {
         std::thread::sleep(self.work);
         let c = (self.seq / self.period % 2) as usize;
         probs.fill(0.0);

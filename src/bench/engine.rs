@@ -7,18 +7,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use dishcam_models::manifest::{Layout, Preprocess};
-use dishcam_models::Pack;
+use dishcam_models::{HeadInput, Pack};
 use dishcam_recipes::normalize::ExcludeFilter;
 use dishcam_recipes::RecipeIndex;
 use dishcam_runtime::backend::onnxruntime::{BareSession, OrtBackend};
 use dishcam_runtime::backend::{Backend, BackendKind, ModelSpec, Session, SessionOptions};
-use dishcam_runtime::classify::softmax_in_place;
 use dishcam_runtime::head::{read_labels, Classifier};
 use dishcam_runtime::image_io::{decode_bytes, DecodeOptions};
 use dishcam_runtime::pipeline::FrameClassifier;
 use dishcam_runtime::source::{Frame, FrameSource, Next, SourceError};
 use dishcam_runtime::tensor::TensorRef;
-use dishcam_runtime::{ImageEncoder, LoadOptions, TextEncoder};
+use dishcam_runtime::{DishClassifier, DishOptions, FusionHead, LoadOptions, RuntimeError};
 
 use super::Config;
 
@@ -87,12 +86,6 @@ pub struct Photo {
     pub bytes: Vec<u8>,
 }
 
-struct TextPath {
-    encoder: TextEncoder,
-    head: Classifier,
-    temperature: f32,
-}
-
 struct Naive {
     encoder: Box<dyn Session>,
     head: Classifier,
@@ -103,14 +96,11 @@ struct Naive {
 
 /// One configuration's loaded models and reusable buffers.
 pub struct Engine {
-    encoder: ImageEncoder,
-    head: Classifier,
-    reads_output: bool,
-    temperature: f32,
+    /// Our per-frame path: the default image head, and the fusion head for the with-text path.
+    dish: DishClassifier,
     labels: Arc<Vec<String>>,
     recipes: Option<Arc<RecipeIndex>>,
     no_exclusions: ExcludeFilter,
-    text: Option<TextPath>,
     /// Why there is no with-text path, when there is none.
     pub text_missing: Option<String>,
     bare: Option<BareSession>,
@@ -139,7 +129,7 @@ pub struct Shared<'a> {
 impl Engine {
     pub fn load(
         config: Config,
-        backend: &dyn Backend,
+        backend: &Arc<dyn Backend>,
         shared: &Shared<'_>,
     ) -> anyhow::Result<Engine> {
         let t = Instant::now();
@@ -154,37 +144,38 @@ impl Engine {
             },
         };
         let m = &pack.manifest;
-        let head_meta = crate::classify::pick_head(pack, None, false)?;
+        let mut dish = DishClassifier::load(
+            pack,
+            backend.clone(),
+            &opts,
+            &DishOptions {
+                fusion: FusionHead::IfAny,
+                ..DishOptions::default()
+            },
+        )?;
+        let head_meta = m.resolve_head(None, HeadInput::Photo)?;
         let extra: Vec<&str> = head_meta.encoder_output.as_deref().into_iter().collect();
-        let mut encoder = ImageEncoder::load(pack, backend, &opts, &extra)?;
-        let head = Classifier::load(pack, head_meta, backend, &opts)?;
         let enc = m
             .image_encoder
             .as_ref()
             .context("the pack has no image encoder")?;
 
-        // The with-text path: the pack's text encoder and fusion head.
-        let (text, text_missing) = match crate::classify::pick_head(pack, None, true) {
-            Ok(fusion) if fusion.classes == head_meta.classes => {
-                let encoder = TextEncoder::load(pack, backend, &opts)?;
-                let head = Classifier::load(pack, fusion, backend, &opts)?;
-                (
-                    Some(TextPath {
-                        encoder,
-                        head,
-                        temperature: fusion.temperature,
-                    }),
-                    None,
-                )
+        // The with-text path: the pack's text encoder and fusion head, loaded now so that the
+        // first timed query does not load it.
+        let text_missing = match dish.fusion_head() {
+            Some((fusion, _)) if fusion.classes == head_meta.classes => {
+                dish.encode_text("warm-up")?;
+                None
             }
-            Ok(fusion) => (
-                None,
-                Some(format!(
-                    "fusion head '{}' has {} classes, the image head {}",
-                    fusion.name, fusion.classes, head_meta.classes
-                )),
+            Some((fusion, _)) => Some(format!(
+                "fusion head '{}' has {} classes, the image head {}",
+                fusion.name, fusion.classes, head_meta.classes
+            )),
+            None => Some(
+                dish.fusion_missing()
+                    .unwrap_or("the pack has no fusion head")
+                    .to_string(),
             ),
-            Err(e) => (None, Some(e.to_string())),
         };
 
         // The naive loop's own encoder session and head, so no state is shared with ours.
@@ -218,7 +209,7 @@ impl Engine {
         };
         let naive = Naive {
             encoder: backend.load(&spec, &opts.session)?,
-            head: Classifier::load(pack, head_meta, backend, &opts)?,
+            head: Classifier::load(pack, head_meta, backend.as_ref(), &opts)?,
             reads_output: head_meta.encoder_output.is_some(),
             preprocess: enc.preprocess.clone(),
             layout: enc.layout,
@@ -231,23 +222,21 @@ impl Engine {
             }
             _ => None,
         };
-        let input_shape = encoder.input_shape().to_vec();
         let first = decode_bytes(
             &shared.first_photo.bytes,
             &shared.first_photo.name,
             &shared.decode,
         )?;
-        encoder.preprocess(&first)?;
-        let bare_input = encoder.input().to_vec();
+        dish.preprocess(first.as_raw(), first.width(), first.height())?;
+        let (bare_input, input_shape) = dish
+            .photo_encoder()
+            .map(|p| (p.input().0.to_vec(), p.input().1.to_vec()))
+            .context("the default head reads no photo")?;
         Ok(Engine {
-            encoder,
-            head,
-            reads_output: head_meta.encoder_output.is_some(),
-            temperature: head_meta.temperature,
+            dish,
             labels: shared.labels.clone(),
             recipes: shared.recipes.clone(),
             no_exclusions: ExcludeFilter::new::<&str>(&[]),
-            text,
             text_missing,
             bare,
             bare_input,
@@ -262,7 +251,7 @@ impl Engine {
 
     pub fn has(&self, column: Column) -> bool {
         match column {
-            Column::PipelineText => self.text.is_some(),
+            Column::PipelineText => self.text_missing.is_none(),
             Column::Bare => self.bare.is_some(),
             _ => true,
         }
@@ -312,59 +301,66 @@ impl Engine {
     ) -> anyhow::Result<()> {
         let t0 = Instant::now();
         let img = decode_bytes(&photo.bytes, &photo.name, &self.decode)?;
-        let t1 = Instant::now();
-        self.encoder.preprocess(&img)?;
-        let t2 = Instant::now();
-        let mut out = self.encoder.run()?;
-        self.last_device = self.encoder.device_timings();
-        let image = if self.reads_output {
-            out.pop().unwrap_or_default()
-        } else {
-            out.swap_remove(0)
-        };
-        let t3 = Instant::now();
-        let mut stamps = vec![t0, t1, t2, t3];
-        let mut probs = match (text, self.text.as_mut()) {
-            (Some(text), Some(tp)) => {
-                let e = tp.encoder.encode(text)?;
-                stamps.push(Instant::now());
-                let mut s = tp.head.scores(Some(&image), Some(&e))?;
-                softmax_in_place(&mut s, tp.temperature);
-                s
+        let decoded = t0.elapsed();
+        let text_encode = match text {
+            Some(_) if self.text_missing.is_some() => {
+                anyhow::bail!("this configuration has no with-text path")
             }
-            (Some(_), None) => anyhow::bail!("this configuration has no with-text path"),
-            (None, _) => {
-                let mut s = self.head.scores(Some(&image), None)?;
-                softmax_in_place(&mut s, self.temperature);
-                s
-            }
+            Some(text) => Some(self.dish.set_text(Some(text))?),
+            None => None,
         };
-        let best = argmax(&probs);
-        stamps.push(Instant::now());
-        let dish = self.labels.get(best).map_or("", String::as_str);
+        let answer = self.dish.classify(&img, 1).map(|a| {
+            let best = a.top.first().copied();
+            let label = best.and_then(|b| a.labels.get(b.class)).cloned();
+            (a.timings, best, label)
+        });
+        if text.is_some() {
+            self.dish.set_text_embedding(None);
+        }
+        let (stages, best, label) = answer?;
+        let dish = label.as_deref().unwrap_or("");
+        let t_recipes = Instant::now();
         let hits = match &self.recipes {
             Some(idx) => idx
                 .dish_recipes(dish, 3, &self.no_exclusions)
                 .unwrap_or_default(),
             None => Vec::new(),
         };
-        stamps.push(Instant::now());
+        let recipes = t_recipes.elapsed();
+        let t_output = Instant::now();
         self.out.clear();
         let _ = write!(
             self.out,
             "{{\"seq\":{seq},\"dish\":\"{dish}\",\"p\":{:.4},\"recipes\":[",
-            probs[best]
+            best.map_or(0.0, |b| b.probability)
         );
         for (i, h) in hits.iter().enumerate() {
             let _ = write!(self.out, "{}\"{}\"", if i > 0 { "," } else { "" }, h.id);
         }
         self.out.push_str("]}");
         std::hint::black_box(&self.out);
-        stamps.push(Instant::now());
-        for (slot, w) in times.iter_mut().zip(stamps.windows(2)) {
-            *slot = w[1] - w[0];
-        }
-        probs.clear();
+        let output = t_output.elapsed();
+        self.last_device = self.dish.device_timings();
+        let row: &[Duration] = match text_encode {
+            Some(t) => &[
+                decoded,
+                stages.preprocess,
+                stages.encode,
+                t,
+                stages.head,
+                recipes,
+                output,
+            ],
+            None => &[
+                decoded,
+                stages.preprocess,
+                stages.encode,
+                stages.head,
+                recipes,
+                output,
+            ],
+        };
+        times[..row.len()].copy_from_slice(row);
         Ok(())
     }
 
@@ -422,6 +418,7 @@ impl Engine {
     }
 }
 
+/// The naive loop's answer: the first class with the highest score.
 fn argmax(v: &[f32]) -> usize {
     v.iter()
         .enumerate()
@@ -443,32 +440,14 @@ impl FrameClassifier for SharedEngine {
         self.0.lock().map_or(0, |e| e.labels.len())
     }
 
-    fn preprocess(&mut self, frame: &Frame) -> Result<(), String> {
-        let mut e = self.0.lock().map_err(|_| "engine poisoned".to_string())?;
-        e.encoder
-            .preprocess_rgb(&frame.rgb, frame.width, frame.height)
-            .map_err(|e| e.to_string())
+    fn preprocess(&mut self, frame: &Frame) -> Result<(), RuntimeError> {
+        let mut e = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        FrameClassifier::preprocess(&mut e.dish, frame)
     }
 
-    fn classify(&mut self, probs: &mut [f32]) -> Result<(), String> {
-        let mut guard = self.0.lock().map_err(|_| "engine poisoned".to_string())?;
-        let e = &mut *guard;
-        let mut out = e.encoder.run().map_err(|e| e.to_string())?;
-        let image = if e.reads_output {
-            out.pop().unwrap_or_default()
-        } else {
-            out.swap_remove(0)
-        };
-        let mut s = e
-            .head
-            .scores(Some(&image), None)
-            .map_err(|e| e.to_string())?;
-        softmax_in_place(&mut s, e.temperature);
-        if s.len() != probs.len() {
-            return Err(format!("{} scores for {} classes", s.len(), probs.len()));
-        }
-        probs.copy_from_slice(&s);
-        Ok(())
+    fn classify(&mut self, probs: &mut [f32]) -> Result<(), RuntimeError> {
+        let mut e = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        FrameClassifier::classify(&mut e.dish, probs)
     }
 }
 
@@ -529,6 +508,6 @@ impl FrameSource for MemorySource {
 
 /// The labels of the pack's default image head.
 pub fn head_labels(pack: &Pack) -> anyhow::Result<Vec<String>> {
-    let head = crate::classify::pick_head(pack, None, false)?;
+    let head = pack.manifest.resolve_head(None, HeadInput::Photo)?;
     Ok(read_labels(pack, head)?)
 }

@@ -20,6 +20,7 @@ use dishcam_models::{Home, Pack, Precision};
 use dishcam_runtime::backend::{self, Backend, BackendError, BackendKind};
 use dishcam_runtime::bench::Minimums;
 use dishcam_runtime::image_io::{decode_bytes, DecodeOptions, DEFAULT_MAX_PIXELS};
+use dishcam_runtime::pack_recipes::open_index;
 use dishcam_runtime::pipeline::{Pipeline, PipelineConfig};
 
 use engine::{Column, Engine, Photo, SharedEngine, StageTimes};
@@ -455,17 +456,16 @@ pub fn run(args: &BenchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     };
 
     // Backends, each opened once; an unavailable one is an error that says why.
-    let mut backends: Vec<(BackendKind, Box<dyn Backend>)> = Vec::new();
+    let mut backends: Vec<(BackendKind, Arc<dyn Backend>)> = Vec::new();
     for &k in &kinds {
         if configs.iter().any(|c| c.backend == k) {
             let b = backend::backend(k).with_context(|| {
                 format!("cannot benchmark {k}; available: {}", available_backends())
             })?;
-            backends.push((k, b));
+            backends.push((k, Arc::from(b)));
         }
     }
-    let recipes = match crate::recipes::open_index(&pack, &dishcam_runtime::LoadOptions::default())
-    {
+    let recipes = match open_index(&pack, &dishcam_runtime::LoadOptions::default()) {
         Ok(idx) => Some(Arc::new(idx)),
         Err(e) => {
             log::warn!("no recipe lookups timed: {e}");
@@ -491,7 +491,7 @@ pub fn run(args: &BenchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             .find(|(k, _)| *k == c.backend)
             .expect("opened above")
             .1;
-        let e = Engine::load(c.clone(), b.as_ref(), &shared)
+        let e = Engine::load(c.clone(), b, &shared)
             .with_context(|| format!("loading configuration {}", c.id()))?;
         engines.push(Arc::new(Mutex::new(e)));
     }
@@ -605,7 +605,7 @@ pub fn run(args: &BenchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         }
     }
     if args.json {
-        crate::print_json(&json);
+        crate::cli::print_json(&json);
     } else {
         print!("{markdown}");
     }
@@ -755,13 +755,13 @@ fn offline(
                         backpressure: true,
                         ..PipelineConfig::default()
                     };
-                    let p = Pipeline::start(source, Box::new(SharedEngine(engine.clone())), config)
-                        .map_err(anyhow::Error::msg)?;
+                    let p =
+                        Pipeline::start(source, Box::new(SharedEngine(engine.clone())), config)?;
                     let mut done = 0;
                     while p.recv().is_some() {
                         done += 1;
                     }
-                    let counts = p.stop().map_err(anyhow::Error::msg)?;
+                    let counts = p.stop()?;
                     if done != n || counts.source_errors > 0 {
                         bail!(
                             "offline pipeline classified {done} of {n} photos ({} source errors)",

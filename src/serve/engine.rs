@@ -4,19 +4,15 @@
 
 use std::time::Instant;
 
-use dishcam_models::manifest::Head;
-use dishcam_models::Pack;
+use dishcam_models::HeadInput;
 use dishcam_recipes::{ExcludeFilter, Recipe, RecipeIndex, SearchParams};
-use dishcam_runtime::classify::{softmax_in_place, top_k};
-use dishcam_runtime::head::{read_labels, Classifier};
 use dishcam_runtime::image_io::{decode_bytes, DecodeOptions, ImageError};
-use dishcam_runtime::{Backend, ImageEncoder, LoadOptions, TextEncoder};
+use dishcam_runtime::pack_recipes::{dish_recipes, open_index, SUGGESTED};
+use dishcam_runtime::{DishClassifier, DishOptions, FusionHead};
 use serde_json::{json, Value};
 
-use crate::EngineArgs;
+use crate::cli::{ms, round3, top_json, EngineArgs};
 
-/// Recipes suggested for a dish.
-pub const SUGGESTED: usize = 3;
 /// Classes reported per photo.
 pub const TOP: usize = 5;
 
@@ -43,25 +39,11 @@ impl From<dishcam_runtime::RuntimeError> for EngineError {
     }
 }
 
-/// One head with its labels and loaded model.
-struct LoadedHead {
-    head: Head,
-    labels: Vec<String>,
-    classifier: Classifier,
-}
-
 /// The pack's models for one request at a time (the server holds it in a mutex).
 pub struct Engine {
-    pub pack: Pack,
-    backend: Box<dyn Backend>,
-    opts: LoadOptions,
+    /// The default image head, and the pack's fusion head for a photo with a text.
+    dish: DishClassifier,
     decode: DecodeOptions,
-    encoder: ImageEncoder,
-    image: LoadedHead,
-    /// The pack's fusion head, for a photo with a text; `None` when the pack has none.
-    fusion: Option<LoadedHead>,
-    /// Loaded on the first text query (recipe search or fusion).
-    text: Option<TextEncoder>,
     /// The recipe index, or why it could not be opened (shown by the recipe endpoints).
     recipes: Result<RecipeIndex, String>,
 }
@@ -78,38 +60,18 @@ impl Engine {
     /// Opens the pack and loads the image encoder, the default image head, the fusion head when
     /// the pack has one, and the recipe index when it has been built.
     pub fn load(args: &EngineArgs) -> anyhow::Result<Engine> {
-        let pack = args.open_pack()?;
-        let backend = args.backend()?;
-        let opts = args.load_options()?;
-        let head = crate::classify::pick_head(&pack, None, false)?.clone();
-        let extra: Vec<&str> = head.encoder_output.as_deref().into_iter().collect();
-        let encoder = ImageEncoder::load(&pack, backend.as_ref(), &opts, &extra)?;
-        let image = LoadedHead {
-            labels: read_labels(&pack, &head)?,
-            classifier: Classifier::load(&pack, &head, backend.as_ref(), &opts)?,
-            head,
-        };
-        let fusion = match crate::classify::pick_head(&pack, None, true) {
-            Ok(h) if h.encoder_output.is_none() => Some(LoadedHead {
-                head: h.clone(),
-                labels: read_labels(&pack, h)?,
-                classifier: Classifier::load(&pack, h, backend.as_ref(), &opts)?,
-            }),
-            _ => None,
-        };
-        let recipes = crate::recipes::open_index(&pack, &opts).map_err(|e| {
-            log::warn!("no recipe suggestions: {e:#}");
-            format!("{e:#}")
+        let dish = args.dish_classifier(&DishOptions {
+            input: HeadInput::Photo,
+            fusion: FusionHead::IfAny,
+            ..DishOptions::default()
+        })?;
+        let recipes = open_index(dish.pack(), &args.load_options()?).map_err(|e| {
+            log::warn!("no recipe suggestions: {e}");
+            e.to_string()
         });
         Ok(Engine {
-            pack,
-            backend,
-            opts,
+            dish,
             decode: args.decode_options(),
-            encoder,
-            image,
-            fusion,
-            text: None,
             recipes,
         })
     }
@@ -117,25 +79,14 @@ impl Engine {
     /// Backend, precision and head names, for `/api/state`.
     pub fn describe(&self) -> Value {
         json!({
-            "pack": self.pack.manifest.name,
-            "backend": self.backend.kind().as_str(),
-            "precision": self.opts.precision.as_str(),
-            "head": self.image.head.name,
-            "fusion_head": self.fusion.as_ref().map(|f| f.head.name.clone()),
-            "classes": self.image.labels.len(),
+            "pack": self.dish.pack().manifest.name,
+            "backend": self.dish.backend().as_str(),
+            "precision": self.dish.precision().as_str(),
+            "head": self.dish.head().name,
+            "fusion_head": self.dish.fusion_head().map(|(h, _)| h.name.clone()),
+            "classes": self.dish.labels().len(),
             "recipes": self.recipes.is_ok(),
         })
-    }
-
-    fn text_encoder(&mut self) -> anyhow::Result<&mut TextEncoder> {
-        if self.text.is_none() {
-            self.text = Some(TextEncoder::load(
-                &self.pack,
-                self.backend.as_ref(),
-                &self.opts,
-            )?);
-        }
-        Ok(self.text.as_mut().expect("loaded above"))
     }
 
     /// Classifies a photo held in memory; with `text`, through the pack's fusion head.
@@ -147,61 +98,48 @@ impl Engine {
     ) -> Result<Classified, EngineError> {
         let t0 = Instant::now();
         let img = decode_bytes(bytes, name, &self.decode).map_err(EngineError::Image)?;
-        let t1 = Instant::now();
-        self.encoder.preprocess(&img)?;
-        let t2 = Instant::now();
-        let mut out = self.encoder.run()?;
-        let t3 = Instant::now();
-        let text_embedding = match text {
+        let decoded = t0.elapsed();
+        let text_took = match text {
             Some(t) => {
-                if self.fusion.is_none() {
+                if self.dish.fusion_head().is_none() {
                     return Err(EngineError::BadRequest(format!(
                         "pack '{}' has no fusion head to combine a photo with a text; leave out the text field",
-                        self.pack.manifest.name
+                        self.dish.pack().manifest.name
                     )));
                 }
-                let started = Instant::now();
-                let e = self.text_encoder()?.encode(t)?;
-                Some((e, started.elapsed()))
+                Some(self.dish.set_text(Some(t))?)
             }
             None => None,
         };
-        let t4 = Instant::now();
-        let loaded = match (&text_embedding, self.fusion.as_mut()) {
-            (Some(_), Some(f)) => f,
-            _ => &mut self.image,
+        let answer = self.dish.classify(&img, TOP);
+        let (head_name, top, dish, probability, stages) = match answer {
+            Ok(a) => (
+                a.head.name.clone(),
+                top_json(&a.top, a.labels),
+                a.dish().map(str::to_string),
+                a.top.first().map(|s| s.probability),
+                a.timings,
+            ),
+            Err(e) => {
+                self.dish.set_text_embedding(None);
+                return Err(e.into());
+            }
         };
-        let image = match loaded.head.encoder_output {
-            Some(_) => out.pop().expect("the head output was requested"),
-            None => out.swap_remove(0),
-        };
-        let mut probs = loaded.classifier.scores(
-            Some(&image),
-            text_embedding.as_ref().map(|(e, _)| e.as_slice()),
-        )?;
-        softmax_in_place(&mut probs, loaded.head.temperature);
-        let top = top_k(&probs, TOP);
-        let t5 = Instant::now();
-        let head_name = loaded.head.name.clone();
-        let top_json = crate::classify::top_json(&top, &loaded.labels);
-        let dish = top
-            .first()
-            .and_then(|s| loaded.labels.get(s.class))
-            .cloned();
+        // The text belongs to this request alone.
+        self.dish.set_text_embedding(None);
         let recipes = match &dish {
             Some(d) => self.recipes_for(d),
             None => Vec::new(),
         };
-        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
         let mut timings = vec![
-            ("decode", ms(t1 - t0)),
-            ("preprocess", ms(t2 - t1)),
-            ("encode", ms(t3 - t2)),
-            ("head", ms(t5 - t4)),
-            ("total", ms(t5 - t0)),
+            ("decode", ms(decoded)),
+            ("preprocess", ms(stages.preprocess)),
+            ("encode", ms(stages.encode)),
+            ("head", ms(stages.head)),
+            ("total", ms(t0.elapsed())),
         ];
-        if let Some((_, took)) = &text_embedding {
-            timings.push(("text_encode", ms(*took)));
+        if let Some(took) = text_took {
+            timings.push(("text_encode", ms(took)));
         }
         let (w, h) = img.dimensions();
         let mut v = json!({
@@ -209,15 +147,15 @@ impl Engine {
             "image": name,
             "width": w,
             "height": h,
-            "pack": self.pack.manifest.name,
+            "pack": self.dish.pack().manifest.name,
             "head": head_name,
-            "backend": self.backend.kind().as_str(),
-            "precision": self.opts.precision.as_str(),
+            "backend": self.dish.backend().as_str(),
+            "precision": self.dish.precision().as_str(),
             "dish": dish,
-            "probability": top.first().map(|s| s.probability),
-            "top": top_json,
+            "probability": probability,
+            "top": top,
             "recipes": recipes,
-            "timings_ms": timings.iter().map(|(k, v)| (k.to_string(), json!((v * 1000.0).round() / 1000.0))).collect::<serde_json::Map<_, _>>(),
+            "timings_ms": timings.iter().map(|(k, v)| (k.to_string(), json!(round3(*v)))).collect::<serde_json::Map<_, _>>(),
         });
         if let Some(t) = text {
             v["text"] = json!(t);
@@ -230,8 +168,7 @@ impl Engine {
         let Ok(idx) = &self.recipes else {
             return Vec::new();
         };
-        idx.dish_recipes(dish, SUGGESTED, &ExcludeFilter::new::<&str>(&[]))
-            .unwrap_or_default()
+        dish_recipes(Some(idx), dish, SUGGESTED)
             .into_iter()
             .filter_map(|h| idx.show(&h.id).ok())
             .map(|r| recipe_json(&r))
@@ -259,7 +196,7 @@ impl Engine {
         }
         self.index()?;
         let t0 = Instant::now();
-        let q = self.text_encoder()?.encode(query)?;
+        let q = self.dish.encode_text(query)?;
         let filter = ExcludeFilter::new(exclude);
         let idx = self.index()?;
         let hits = idx
@@ -301,13 +238,13 @@ impl Engine {
 
     /// Where taught photos wait for the next refit, and where they go after it.
     pub fn teach_dirs(&self) -> (std::path::PathBuf, std::path::PathBuf) {
-        let root = self.pack.overlay_dir.join("serve-teach");
+        let root = self.dish.pack().overlay_dir.join("serve-teach");
         (root.join("inbox"), root.join("taught"))
     }
 
     /// The name of the default image head (the one teaching extends).
     pub fn head_name(&self) -> &str {
-        &self.image.head.name
+        &self.dish.head().name
     }
 }
 

@@ -8,16 +8,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use dishcam_runtime::head::{read_labels, Classifier};
-use dishcam_runtime::pipeline::{
-    EncoderClassifier, FrameClassifier, Pipeline, PipelineConfig, Received,
-};
+use dishcam_runtime::pack_recipes::{dish_recipes, open_index, SUGGESTED};
+use dishcam_runtime::pipeline::{FrameClassifier, Pipeline, PipelineConfig, Received};
 use dishcam_runtime::source::{self, Frame, SourceOptions};
-use dishcam_runtime::ImageEncoder;
+use dishcam_runtime::{DishOptions, RuntimeError};
 use serde_json::json;
 
 use super::state::{lock, AppState, Snapshot, HISTORY};
-use crate::EngineArgs;
+use crate::cli::{recipes_json, EngineArgs};
 
 /// Shortest time between two frames kept for the live view.
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(150);
@@ -45,15 +43,9 @@ impl LiveRunner {
     /// before anything runs.
     pub fn start(cfg: &LiveConfig, state: &Arc<AppState>) -> anyhow::Result<LiveRunner> {
         let args = &cfg.engine;
-        let pack = args.open_pack()?;
-        let head = crate::classify::pick_head(&pack, None, false)?;
-        let labels = read_labels(&pack, head)?;
-        let backend = args.backend()?;
-        let opts = args.load_options()?;
-        let extra: Vec<&str> = head.encoder_output.as_deref().into_iter().collect();
-        let encoder = ImageEncoder::load(&pack, backend.as_ref(), &opts, &extra)?;
-        let classifier = Classifier::load(&pack, head, backend.as_ref(), &opts)?;
-        let recipes = crate::recipes::open_index(&pack, &opts).ok();
+        let dish = args.dish_classifier(&DishOptions::default())?;
+        let labels = dish.labels().to_vec();
+        let recipes = open_index(dish.pack(), &args.load_options()?).ok();
         let source_opts = SourceOptions {
             fps: cfg.fps,
             loop_: cfg.loop_,
@@ -65,14 +57,7 @@ impl LiveRunner {
         let backpressure = src.fps_hint().is_none();
         let health = src.health();
         let frame_classifier = Snapshotting {
-            inner: EncoderClassifier {
-                encoder,
-                head: classifier,
-                reads_encoder_output: head.encoder_output.is_some(),
-                temperature: head.temperature,
-                classes: labels.len(),
-                text: None,
-            },
+            inner: dish,
             state: Arc::downgrade(state),
             last: None,
         };
@@ -81,8 +66,7 @@ impl LiveRunner {
             backpressure,
             ..Default::default()
         };
-        let pipeline =
-            Pipeline::start(src, Box::new(frame_classifier), config).map_err(anyhow::Error::msg)?;
+        let pipeline = Pipeline::start(src, Box::new(frame_classifier), config)?;
         {
             let mut live = lock(&state.live);
             live.status = "running".into();
@@ -188,7 +172,7 @@ fn read_results(
             let (kind, class, p) = ev.outcome();
             let dish = class.map(label);
             let suggestions = match &dish {
-                Some(d) => crate::recipes::for_dish(recipes, d, 3),
+                Some(d) => recipes_json(&dish_recipes(recipes, d, SUGGESTED)),
                 None => Vec::new(),
             };
             live.dish = dish.clone();
@@ -238,7 +222,7 @@ impl<C: FrameClassifier> FrameClassifier for Snapshotting<C> {
         self.inner.classes()
     }
 
-    fn preprocess(&mut self, frame: &Frame) -> Result<(), String> {
+    fn preprocess(&mut self, frame: &Frame) -> Result<(), RuntimeError> {
         if self.last.is_none_or(|t| t.elapsed() >= SNAPSHOT_EVERY) {
             if let Some(state) = self.state.upgrade() {
                 self.last = Some(Instant::now());
@@ -260,7 +244,7 @@ impl<C: FrameClassifier> FrameClassifier for Snapshotting<C> {
         self.inner.preprocess(frame)
     }
 
-    fn classify(&mut self, probs: &mut [f32]) -> Result<(), String> {
+    fn classify(&mut self, probs: &mut [f32]) -> Result<(), RuntimeError> {
         self.inner.classify(probs)
     }
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 
-use crate::EngineArgs;
+use crate::cli::EngineArgs;
 use engine::Engine;
 use live::{LiveConfig, LiveRunner};
 use state::{digest, lock, AppState, LiveView};

@@ -70,7 +70,7 @@ pub struct AppState {
     pub info: Mutex<Value>,
     pub started: Instant,
     /// The engine options the server was started with (teaching reloads with them).
-    pub engine_args: crate::EngineArgs,
+    pub engine_args: crate::cli::EngineArgs,
     /// The live source, when there is one (teaching restarts it).
     pub live_config: Option<super::live::LiveConfig>,
     /// One teach at a time.

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
-use clap::Parser;
+use dishcam_heads::TeachRequest;
+use dishcam_runtime::embedder::Silent;
 use dishcam_runtime::image_io::decode_bytes;
 use serde_json::{json, Value};
 
@@ -18,14 +19,6 @@ use super::state::{lock, AppState};
 
 /// The head the page's teaching writes: the default head plus the taught dishes.
 pub const TAUGHT_HEAD: &str = "kitchen";
-
-/// `teach`'s own arguments, parsed from the words the CLI would take.
-#[derive(Parser)]
-#[command(no_binary_name = true)]
-struct TeachCli {
-    #[command(flatten)]
-    args: crate::teach::TeachArgs,
-}
 
 /// Saves `photos` as examples of `dish` and refits the default head; blocks for seconds.
 pub fn teach(
@@ -63,27 +56,25 @@ pub fn teach(
     }
     let a = &state.engine_args;
     // The taught dishes go into their own head, made the default: the pack's heads (which its
-    // fusion heads build on) stay as they were.
-    let mut words = vec![
-        "--add-to".to_string(),
-        head.clone(),
-        "--name".into(),
-        TAUGHT_HEAD.into(),
-        "--default".into(),
-        "--images".into(),
-        inbox.display().to_string(),
-        "--pack".into(),
-        a.pack.clone(),
-        "--backend".into(),
-        a.backend.clone(),
-        "--max-pixels".into(),
-        a.max_pixels.to_string(),
-    ];
-    if let Some(t) = a.threads {
-        words.extend(["--threads".into(), t.to_string()]);
-    }
-    let cli = TeachCli::try_parse_from(&words).context("teach arguments")?;
-    let (heads, _written) = crate::teach::fit(&cli.args, true)?;
+    // fusion heads build on) stay as they were. Fitted at fp32 like `dishcam teach`.
+    let req = TeachRequest {
+        add_to: Some(head.clone()),
+        name: Some(TAUGHT_HEAD.into()),
+        default: true,
+        images: vec![inbox.clone()],
+        decode: a.decode_options(),
+        ..TeachRequest::default()
+    };
+    let pack = a.open_pack()?;
+    let backend = a.backend()?;
+    let fp32 = crate::cli::EngineArgs {
+        precision: "fp32".into(),
+        ..a.clone()
+    };
+    let embedder = fp32.embedder(&pack, backend.as_ref(), &Silent, false)?;
+    let heads = dishcam_heads::teach(&req, &pack, &embedder)
+        .map_err(anyhow::Error::from)?
+        .heads;
     move_all(&inbox, &taught)?;
     // The models and the live pipeline pick up the refitted head.
     let engine = Engine::load(a)?;

@@ -7,12 +7,12 @@ use std::sync::mpsc::{channel, Receiver};
 use std::time::Duration;
 
 use anyhow::Context;
-use dishcam_runtime::classify::softmax_in_place;
-use dishcam_runtime::head::Classifier;
-use dishcam_runtime::pipeline::{EncoderClassifier, FrameClassifier};
+use dishcam_runtime::pipeline::FrameClassifier;
 use dishcam_runtime::source::Frame;
-use dishcam_runtime::TextEncoder;
+use dishcam_runtime::{DishClassifier, RuntimeError, TextEncoder};
 use serde_json::json;
+
+use crate::cli::print_json;
 
 /// How often a followed file is checked for new lines after its end.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
@@ -83,7 +83,7 @@ pub fn follow(
                     }
                 };
                 if as_json {
-                    crate::print_json(&json!({
+                    print_json(&json!({
                         "schema": "dishcam.watch/1",
                         "type": "context",
                         "text": (!text.is_empty()).then_some(text),
@@ -105,44 +105,23 @@ pub fn follow(
 
 /// The image head until a text arrives, then the fusion head on the image and the text.
 pub struct LiveText {
-    pub inner: EncoderClassifier,
-    pub fused: Classifier,
-    pub temperature: f32,
+    pub inner: DishClassifier,
     pub updates: Receiver<Update>,
-    pub text: Option<Vec<f32>>,
 }
 
 impl FrameClassifier for LiveText {
     fn classes(&self) -> usize {
-        self.inner.classes
+        self.inner.classes()
     }
 
-    fn preprocess(&mut self, frame: &Frame) -> Result<(), String> {
-        self.inner.preprocess(frame)
+    fn preprocess(&mut self, frame: &Frame) -> Result<(), RuntimeError> {
+        FrameClassifier::preprocess(&mut self.inner, frame)
     }
 
-    fn classify(&mut self, probs: &mut [f32]) -> Result<(), String> {
+    fn classify(&mut self, probs: &mut [f32]) -> Result<(), RuntimeError> {
         while let Ok(update) = self.updates.try_recv() {
-            self.text = update;
+            self.inner.set_text_embedding(update);
         }
-        let Some(text) = &self.text else {
-            return self.inner.classify(probs);
-        };
-        let mut out = self.inner.encoder.run().map_err(|e| e.to_string())?;
-        let image = out.swap_remove(0);
-        let mut scores = self
-            .fused
-            .scores(Some(&image), Some(text))
-            .map_err(|e| e.to_string())?;
-        softmax_in_place(&mut scores, self.temperature);
-        if scores.len() != probs.len() {
-            return Err(format!(
-                "the fusion head gave {} scores for {} classes",
-                scores.len(),
-                probs.len()
-            ));
-        }
-        probs.copy_from_slice(&scores);
-        Ok(())
+        FrameClassifier::classify(&mut self.inner, probs)
     }
 }

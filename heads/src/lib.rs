@@ -1,0 +1,16 @@
+//! dishcam heads: fitting dish heads on the device (multinomial logistic regression with
+//! temperature scaling), the exemplars shipped with a head so that a dish can be added later,
+//! and teaching (embed labelled photos or texts with the pack's encoders, fit, save into the
+//! pack's overlay).
+//!
+//! Owns: [`fit`] (the maths), [`exemplars`], [`teach`] (the whole teaching job). May import
+//! `dishcam-models` and `dishcam-runtime` (the encoders, through the cached embedder); nothing
+//! of ours imports it but the installers and the `dishcam` binary.
+
+pub mod error;
+pub mod exemplars;
+pub mod fit;
+pub mod teach;
+
+pub use error::TeachError;
+pub use teach::{teach, FusionMode, Taught, TeachRequest};
