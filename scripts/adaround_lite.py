@@ -27,7 +27,7 @@ score the result (top-1 agreement of the Food-101 head and embedding cosine agai
 
   ~/.cache/dishcam-train/bin/python scripts/adaround_lite.py \
       --pack ~/.local/share/dishcam/packs/lite --data ../shared/data/food101-10class/train \
-      --out models/assets/lite/rounding.json
+      --out install/assets/lite/rounding.json
 """
 
 from __future__ import annotations

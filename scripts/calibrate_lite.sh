@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Computes the lite pack's INT8 calibration table (models/assets/lite/calibration.json), from
+# Computes the lite pack's INT8 calibration table (install/assets/lite/calibration.json), from
 # which `dishcam models pull lite` builds the int8 variants on any machine, with no photos.
 # These are the exact commands that produced the committed file.
 #
@@ -42,7 +42,7 @@ common=(--pack lite --backend onnxruntime
   --images "$D/food101-10class/train" --samples 500 --validate 1000
   --method entropy --compare percentile,max,mse
   --text-csv "$D/upmc-food101/titles_dev.csv")
-TABLE=models/assets/lite/calibration.json
+TABLE=install/assets/lite/calibration.json
 # The layers a calibration table keeps in fp32, comma-separated.
 kept_layers() {
   "$PY" -c 'import json, sys; print(",".join(json.load(open(sys.argv[1]))["keep_fp32"]))' "$1"
@@ -63,18 +63,18 @@ PY
     echo "the table this run wrote differs from $TABLE: run the whole script" >&2
     exit 1
   fi
-  cp "$OUT"/learned/calibration/*/report.md models/assets/lite/calibration-report.md
-  echo "wrote models/assets/lite/calibration-report.md (the table is unchanged)"
+  cp "$OUT"/learned/calibration/*/report.md install/assets/lite/calibration-report.md
+  echo "wrote install/assets/lite/calibration-report.md (the table is unchanged)"
   exit 0
 fi
 "$BIN" calibrate "${common[@]}" \
   --keep-fp32 auto --keep-fp32-cosine 0.999 --keep-fp32-max 4 --compare-keep 0,1,2,3,4 \
   --out "$OUT/nearest"
 first=$(echo "$OUT"/nearest/calibration/*)
-cp "$first"/report.md models/assets/lite/calibration-report-nearest.md
+cp "$first"/report.md install/assets/lite/calibration-report-nearest.md
 "$PY" scripts/adaround_lite.py --pack "$PACK" --data "$D/food101-10class/train" \
   --int8 "$first"/image_encoder.int8.onnx --samples 256 --iters 1000 --out "$OUT/rounding.json"
 learned_calibration "$(kept_layers "$first"/image_encoder.calibration.json)"
 cp "$OUT"/learned/calibration/*/image_encoder.calibration.json "$TABLE"
-cp "$OUT"/learned/calibration/*/report.md models/assets/lite/calibration-report.md
-echo "wrote models/assets/lite/calibration.json"
+cp "$OUT"/learned/calibration/*/report.md install/assets/lite/calibration-report.md
+echo "wrote install/assets/lite/calibration.json"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fits the Food-101 heads that `dishcam models pull lite` ships (models/assets/lite/heads/), on the
+# Fits the Food-101 heads that `dishcam models pull lite` ships (install/assets/lite/heads/), on the
 # real data in ../shared/data. These are the exact commands that produced the committed files.
 #
 # Validation split: every photo or title whose id has is_holdout(id, 0.2) (FNV-1a of the id; see
@@ -8,13 +8,13 @@
 # titles the text head did not train on (a proxy: there are no real UPMC image/title pairs here).
 #
 # Stages, because the fusion heads are fitted on top of the installed image and text heads:
-#   ./scripts/fit_lite_heads.sh single   # image head + text head -> models/assets/lite/heads/
+#   ./scripts/fit_lite_heads.sh single   # image head + text head -> install/assets/lite/heads/
 #   (rebuild, `dishcam models pull lite --force`)
-#   ./scripts/fit_lite_heads.sh fusion   # early + late fusion heads -> models/assets/lite/heads/
+#   ./scripts/fit_lite_heads.sh fusion   # early + late fusion heads -> install/assets/lite/heads/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${DISHCAM_DATA:-../shared/data}
-OUT=models/assets/lite/heads
+OUT=install/assets/lite/heads
 BIN=${DISHCAM_BIN:-./target/debug/dishcam}
 mkdir -p "$OUT"
 

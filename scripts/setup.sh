@@ -3,10 +3,15 @@
 # toolchain. Safe to run again: it only installs what is missing.
 set -euo pipefail
 
+#   ./scripts/setup.sh          everything the build, the tests and CI need
+#   ./scripts/setup.sh build    only what building and `models pull` need (quickstart)
+what="${1:-all}"
+
 need_apt=()
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
+if [ "$what" = all ]; then
 # The browser test of `dishcam serve` (tests/serve_browser.rs) drives headless Chromium.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
@@ -18,6 +23,7 @@ for pkg in libclang-dev libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev \
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}"
@@ -26,6 +32,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 
+[ "$what" = all ] || exit 0
 for c in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c" || true
 done

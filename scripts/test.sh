@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Runs every test: installs the `lite` pack (idempotent) so that parity and CLI tests can use it,
+# Runs every test: installs what the tests need (scripts/setup.sh) and the `lite` pack (both
+# idempotent) so that parity and CLI tests can use it,
 # then the whole workspace's tests, then the trainer's (ruff + pytest in its own Python
 # environment; its export tests drive the `dishcam` binary built here). Tests that read
 # ../shared/data use it when present and print a loud SKIPPED line when it is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# What the tests need (chromium and chromedriver for the browser test, the camera libraries,
+# cargo-nextest): installed when missing, silent when everything is there.
+./scripts/setup.sh
 # Build exactly what `cargo nextest run --workspace` builds (a plain `cargo run` resolves
 # features for the binary alone and would compile tract a second time).
 cargo build -q --workspace --all-targets

@@ -6,17 +6,22 @@ use std::time::Instant;
 
 use anyhow::bail;
 use clap::Args;
+use dishcam_eval::timing::Samples;
 use dishcam_models::HeadInput;
 use dishcam_runtime::dish::label_of;
 use dishcam_runtime::image_io::decode_file;
 use dishcam_runtime::pack_recipes::{dish_recipes, open_index, SUGGESTED};
-use dishcam_runtime::timing::Samples;
 use dishcam_runtime::{DishClassifier, DishOptions};
 use serde_json::json;
 
 use crate::cli::{ms, print_json, recipes_json, round3, show, top_json, EngineArgs};
 
 #[derive(Args)]
+#[command(after_help = "Examples:
+  dishcam classify dish.jpg                          # top 5 dishes and a recipe
+  dishcam classify dish.jpg --precision int8 --json  # int8 encoder, one JSON line
+  dishcam classify dish.jpg --text \"pad thai\"       # fused with a text (fusion head)
+  dishcam classify --text \"grandma's apple pie\"     # a text alone (text head)")]
 pub struct ClassifyArgs {
     /// Photos to classify (JPEG, PNG, WebP, GIF, BMP, TIFF; recognised by content, not name).
     #[arg(required_unless_present = "text")]

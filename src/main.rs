@@ -42,6 +42,9 @@ enum Command {
     /// Name what is in each photo (top-N classes of the pack's head).
     Classify(classify::ClassifyArgs),
     /// Print the embedding of a photo or a text.
+    #[command(after_help = "Examples:
+  dishcam embed image dish.jpg --json
+  dishcam embed text \"a bowl of pho\"")]
     Embed {
         #[command(subcommand)]
         what: embed::EmbedWhat,
@@ -49,11 +52,17 @@ enum Command {
     /// Fit a dish head from folder-per-class photos and save it in the pack's user overlay.
     Teach(teach::TeachArgs),
     /// Evaluate a head: accuracy, per-class accuracy, confusion matrix, calibration.
+    #[command(after_help = "Examples:
+  dishcam eval classify --data food101/images --split holdout --out report/")]
     Eval {
         #[command(subcommand)]
         command: eval::EvalCommand,
     },
     /// Import, index, search and show recipes.
+    #[command(after_help = "Examples:
+  dishcam recipes search \"spicy noodle soup\" --exclude peanut
+  dishcam recipes show food101-pho
+  dishcam recipes import layer1.json")]
     Recipes {
         #[command(subcommand)]
         command: recipes::RecipesCommand,
@@ -62,6 +71,10 @@ enum Command {
     /// TensorRT, a TensorRT calibration cache, and a report of agreement with fp32).
     Calibrate(calibrate::CalibrateArgs),
     /// Install, check and describe model packs.
+    #[command(after_help = "Examples:
+  dishcam models pull lite          # build and install the default pack (idempotent)
+  dishcam models info lite          # encoders, preprocessing, heads, files
+  dishcam models verify lite        # every file and hash against pack.toml")]
     Models {
         #[command(subcommand)]
         command: models::ModelsCommand,
@@ -73,6 +86,9 @@ enum Command {
     /// threads, interleaved, with a naive baseline and the bare session; JSON, Markdown, SVG.
     Bench(bench::BenchArgs),
     /// Describe the board: platform, telemetry, what cannot be read and why.
+    #[command(after_help = "Examples:
+  dishcam board info
+  dishcam board info --json")]
     Board {
         #[command(subcommand)]
         command: board::BoardCommand,

@@ -5,17 +5,16 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
+use dishcam_install::engine::{build_engine, EngineRequest};
+use dishcam_install::install;
+use dishcam_install::pull::{PullOptions, PullOutcome};
 use dishcam_models::manifest::Precision;
 use dishcam_models::onnx::read_signature;
-use dishcam_models::pull::{pull, OverlayMigration, PullOptions, PullOutcome};
+use dishcam_models::pack::OverlayMigration;
 use dishcam_models::{Home, Pack};
-use dishcam_runtime::backend::tensorrt::cache::{EngineDevice, EnginePrecision};
-use dishcam_runtime::backend::tensorrt::{
-    batch_range, engine_cache_dir, input_profiles, plan_int8, Bridge, BuildRequest, DimRange,
-    EngineOutcome, Int8Source, PlatformInfo, TensorRtBackend, TensorRtOptions,
-};
-use dishcam_runtime::backend::{self, BackendChoice, ModelSpec, SessionOptions};
-use dishcam_runtime::pack_recipes::{build_index, index_is_current};
+use dishcam_runtime::backend::onnxruntime::ORT_VERSION;
+use dishcam_runtime::backend::tensorrt::cache::EngineDevice;
+use dishcam_runtime::backend::{self, ModelSpec, SessionOptions};
 use serde_json::json;
 
 use crate::cli::{print_json, show, spinner, Bar};
@@ -103,17 +102,19 @@ pub fn run(cmd: &ModelsCommand, quiet: bool) -> anyhow::Result<ExitCode> {
             let opts = PullOptions {
                 wheels: wheels.clone(),
                 force: *force,
-                quantise: Some(dishcam_calibration::artefacts::add_lite_int8),
+                quantise: true,
             };
-            let outcome = pull(name, &home, &opts, &mut |msg: &str| {
-                bar.set_message(msg.to_string())
-            });
+            let installed = install(
+                name,
+                &home,
+                &opts,
+                &mut |msg: &str| bar.set_message(msg.to_string()),
+                &Bar::new(quiet),
+            );
             bar.finish_and_clear();
-            let dir = match outcome? {
-                PullOutcome::UpToDate(p) => {
-                    println!("{name}: up to date at {}", show(&p));
-                    p
-                }
+            let installed = installed?;
+            match installed.pack {
+                PullOutcome::UpToDate(p) => println!("{name}: up to date at {}", show(&p)),
                 PullOutcome::Installed { dir, overlay } => {
                     println!("{name}: installed at {}", show(&dir));
                     match overlay {
@@ -128,36 +129,16 @@ pub fn run(cmd: &ModelsCommand, quiet: bool) -> anyhow::Result<ExitCode> {
                         ),
                         None => {}
                     }
-                    dir
                 }
-            };
-            let bar = spinner(quiet);
-            let library =
-                dishcam_models::runtime_lib::pull_library(&home, &opts, &mut |msg: &str| {
-                    bar.set_message(msg.to_string())
-                });
-            bar.finish_and_clear();
-            match library {
-                Ok(p) => println!(
-                    "onnxruntime {}: {}",
-                    dishcam_models::runtime_lib::ORT_VERSION,
-                    show(&p)
-                ),
-                Err(e @ dishcam_models::pull::PullError::NoRuntimeWheel { .. }) => {
-                    eprintln!("warning: {e}")
-                }
-                Err(e) => return Err(e.into()),
             }
-            // The recipe index is derived data in the overlay: (re)build it when it is missing
-            // or was built with another text encoder.
-            let pack = Pack::open_dir(&dir, &home)?;
-            let opts = dishcam_runtime::LoadOptions::default();
-            if pack.manifest.recipes.is_some() && !index_is_current(&pack, &opts) {
-                let (backend, notice) = backend::open(BackendChoice::Auto)?;
-                if let Some(notice) = notice {
-                    eprintln!("note: {notice}");
-                }
-                let n = build_index(&pack, backend.as_ref(), &opts, &Bar::new(quiet))?;
+            match installed.library {
+                Ok(p) => println!("onnxruntime {ORT_VERSION}: {}", show(&p)),
+                Err(e) => eprintln!("warning: {e}"),
+            }
+            if let Some(n) = installed.notice {
+                eprintln!("note: {n}");
+            }
+            if let Some(n) = installed.indexed {
                 println!("{name}: indexed {n} recipes");
             }
             Ok(ExitCode::SUCCESS)
@@ -253,7 +234,7 @@ pub fn run(cmd: &ModelsCommand, quiet: bool) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let pack = Pack::open(pack, &home)?;
-            let args = EngineArgs {
+            let args = EngineRequest {
                 precision: precision.parse().map_err(anyhow::Error::msg)?,
                 device: match dla {
                     Some(core) => EngineDevice::Dla(*core),
@@ -303,186 +284,6 @@ pub fn run(cmd: &ModelsCommand, quiet: bool) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// What `models build-engine` was asked for.
-struct EngineArgs {
-    precision: Precision,
-    device: EngineDevice,
-    text: bool,
-    batch: usize,
-    int8_from: Int8Source,
-    workspace_bytes: u64,
-    force: bool,
-}
-
-/// TensorRT's own version code, as calibration cache headers carry it (8601, 100300).
-fn trt_version_code(p: &PlatformInfo) -> u32 {
-    let (a, b, c) = p.tensorrt;
-    if a >= 10 {
-        a * 10000 + b * 100 + c
-    } else {
-        a * 1000 + b * 100 + c
-    }
-}
-
-/// Builds (or finds in the cache) the engine of one encoder; returns what the JSON output says.
-fn build_engine(pack: &Pack, home: &Home, args: &EngineArgs) -> anyhow::Result<serde_json::Value> {
-    let m = &pack.manifest;
-    let (part, variants, inputs, max_length) = if args.text {
-        let t = m
-            .text_encoder
-            .as_ref()
-            .with_context(|| format!("pack '{}' has no text encoder", m.name))?;
-        ("text_encoder", &t.variants, t.inputs.clone(), t.max_length)
-    } else {
-        let e = m
-            .image_encoder
-            .as_ref()
-            .with_context(|| format!("pack '{}' has no image encoder", m.name))?;
-        ("image_encoder", &e.variants, vec![e.input.clone()], 0)
-    };
-    anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
-    let bridge = Bridge::find()?;
-    let backend = TensorRtBackend::new(
-        bridge,
-        TensorRtOptions {
-            device: args.device,
-            ..Default::default()
-        },
-    )?;
-    let platform = backend.platform().clone();
-    if let EngineDevice::Dla(core) = args.device {
-        anyhow::ensure!(
-            core < platform.dla_cores,
-            "DLA core {core} requested, but {} has {} DLA core(s); leave out --dla to build for the GPU",
-            platform.device_name,
-            platform.dla_cores
-        );
-    }
-    let fp32 = variants
-        .get(&Precision::Fp32)
-        .with_context(|| format!("pack '{}': the {part} has no fp32 variant", m.name))?;
-    let int8 = variants.get(&Precision::Int8);
-    let (precision, field, file, cache) = match args.precision {
-        Precision::Fp32 => (
-            EnginePrecision::Fp32,
-            format!("{part}.variants.fp32"),
-            &fp32.onnx,
-            None,
-        ),
-        Precision::Fp16 => (
-            EnginePrecision::Fp16,
-            format!("{part}.variants.fp32"),
-            &fp32.onnx,
-            None,
-        ),
-        Precision::Int8 => {
-            let qdq = int8.and_then(|v| v.artefacts.get("tensorrt_onnx"));
-            let cache = int8.and_then(|v| v.artefacts.get("tensorrt_cache"));
-            let plan = plan_int8(args.int8_from, qdq.is_some(), cache.is_some(), &platform)
-                .map_err(|e| anyhow::anyhow!("pack '{}', {part}: {e}", m.name))?;
-            match plan {
-                EnginePrecision::Int8Qdq => (
-                    plan,
-                    format!("{part}.variants.int8.artefacts.tensorrt_onnx"),
-                    qdq.expect("planned from it"),
-                    None,
-                ),
-                _ => (plan, format!("{part}.variants.fp32"), &fp32.onnx, cache),
-            }
-        }
-    };
-    let onnx = pack.read_verified(&field, file)?;
-    let cache_bytes = match cache {
-        Some(f) => {
-            let field = format!("{part}.variants.int8.artefacts.tensorrt_cache");
-            let text = String::from_utf8(pack.read_verified(&field, f)?)
-                .with_context(|| format!("{field}: not text"))?;
-            let mut c = dishcam_calibration::trt_cache::CalibrationCache::parse(&text)
-                .with_context(|| format!("{field}: {}", f.file))?;
-            // The scales do not depend on the TensorRT version; the header names the one
-            // that reads it.
-            let code = trt_version_code(&platform);
-            if c.version != code {
-                log::info!("{field}: header version {} rewritten as {code}", c.version);
-                c.version = code;
-            }
-            Some(c.to_text().into_bytes())
-        }
-        None => None,
-    };
-    let ranges: Vec<(&str, DimRange)> = vec![
-        ("batch", batch_range(args.batch)),
-        (
-            "sequence",
-            DimRange {
-                min: 1,
-                opt: max_length.max(1),
-                max: max_length.max(1),
-            },
-        ),
-    ];
-    let profiles = input_profiles(&inputs, &[], &ranges, batch_range(args.batch));
-    let req = BuildRequest {
-        precision,
-        device: args.device,
-        workspace_bytes: args.workspace_bytes,
-        calibration_cache: cache_bytes.as_deref(),
-        profiles,
-    };
-    let stem = Path::new(&file.file)
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| part.to_string());
-    let key = backend.key(&stem, &onnx, &req, args.batch);
-    let dir = engine_cache_dir(home);
-    let path = dir.join(key.file_name());
-    if args.force {
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(anyhow::anyhow!("{}: cannot remove ({e})", show(&path))),
-        }
-    }
-    let (engine, outcome) = backend
-        .ensure_engine(Some(&dir), &key, &onnx, &req)
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "{}: TensorRT could not build an engine: {e}",
-                show(&pack.path(file))
-            )
-        })?;
-    // Load it once: an engine that does not deserialise here is no use in the cache.
-    let loaded = backend
-        .bridge()
-        .load_engine(&engine, args.device)
-        .and_then(|e| e.io())
-        .map_err(|e| anyhow::anyhow!("{}: the engine does not load: {e}", show(&path)))?;
-    let (outcome, reason) = match outcome {
-        EngineOutcome::Cached => ("cached", None),
-        EngineOutcome::Built if args.force => ("built", Some("--force".to_string())),
-        EngineOutcome::Built => ("built", None),
-        EngineOutcome::Rebuilt(why) => ("rebuilt", Some(why)),
-    };
-    Ok(json!({
-        "schema": "dishcam.build-engine/1",
-        "pack": m.name,
-        "encoder": part,
-        "source": show(&pack.path(file)),
-        "path": show(&path),
-        "outcome": outcome,
-        "reason": reason,
-        "device": args.device.to_string(),
-        "bridge": show(backend.bridge().path()),
-        "key": key,
-        "tensors": loaded.iter().map(|t| json!({
-            "io": if t.is_input { "input" } else { "output" },
-            "name": t.name,
-            "dtype": t.dtype_name(),
-            "dims": t.dims,
-        })).collect::<Vec<_>>(),
-    }))
-}
-
 fn verify_onnx(path: &Path, backend_name: &str) -> anyhow::Result<ExitCode> {
     let sig = read_signature(path)?;
     let (backend, notice) = backend::open(backend_name.parse()?)?;
@@ -518,53 +319,116 @@ fn print_info(pack: &Pack) {
         println!("  {}", m.description);
     }
     println!("  overlay: {}", show(&pack.overlay_dir));
-    if let Some(e) = &m.image_encoder {
-        let p = &e.preprocess;
-        println!(
-            "image encoder: {} -> {} ({}-d)",
-            e.input.shape_text(),
-            e.embedding_output,
-            e.embedding_dim
-        );
-        println!(
-            "  variants: {}",
-            e.variants
-                .keys()
-                .map(|p| p.as_str())
+    let variants =
+        |v: &std::collections::BTreeMap<Precision, dishcam_models::manifest::Variant>| {
+            v.iter()
+                .map(|(p, v)| format!("{p} ({})", megabytes(v.onnx.bytes)))
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
+        };
+    if let Some(e) = &m.image_encoder {
         println!(
-            "  preprocess: {:?} crop, {:?} resize to {}x{}, {:?}, (x*{}/255 - {:?}) / {:?}",
-            p.crop, p.interpolation, p.width, p.height, p.colour_order, p.range, p.mean, p.std
+            "image encoder: input {} -> {}-d embedding ('{}')",
+            e.input.shape_text(),
+            e.embedding_dim,
+            e.embedding_output
         );
+        println!("  variants: {}", variants(&e.variants));
+        println!("  preprocess: {}", describe_preprocess(&e.preprocess));
     }
     if let Some(t) = &m.text_encoder {
         println!(
-            "text encoder: max {} tokens, {:?} pooling, normalised {}, {}-d",
-            t.max_length, t.pooling, t.normalize, t.embedding_dim
+            "text encoder: up to {} tokens, {} pooling{}, {}-d embedding",
+            t.max_length,
+            format!("{:?}", t.pooling).to_lowercase(),
+            if t.normalize { ", L2-normalised" } else { "" },
+            t.embedding_dim
         );
-        println!(
-            "  variants: {}",
-            t.variants
-                .keys()
-                .map(|p| p.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        println!("  variants: {}", variants(&t.variants));
     }
     for h in &m.heads {
-        let default = if m.default_head.as_deref() == Some(&h.name) {
-            " (default)"
-        } else {
-            ""
-        };
+        let default = [
+            (&m.default_head, "default for photos"),
+            (&m.text_head, "default for texts"),
+            (&m.fusion_head, "default for photos with a text"),
+        ]
+        .iter()
+        .filter(|(d, _)| d.as_deref() == Some(&h.name))
+        .map(|(_, what)| format!(" ({what})"))
+        .collect::<String>();
         println!(
-            "head {}{default}: {:?}, {} classes",
-            h.name, h.kind, h.classes
+            "head {}{default}: {} head, {} classes, temperature {:.2}",
+            h.name,
+            h.kind.as_str(),
+            h.classes,
+            h.temperature
         );
     }
+    println!("files:");
     for (field, f) in m.files() {
-        println!("  {:<40} {:>11} bytes  {}", f.file, f.bytes, field);
+        println!("  {:<44} {:>9}  {}", f.file, megabytes(f.bytes), field);
     }
+}
+
+/// A size in people's units: `12.3 MB` (10^6 bytes), `4.1 kB`, `512 B`.
+fn megabytes(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1_000_000 => format!("{:.1} MB", b as f64 / 1e6),
+        b if b >= 1_000 => format!("{:.1} kB", b as f64 / 1e3),
+        b => format!("{b} B"),
+    }
+}
+
+/// How photos are prepared, in words: `centre crop 87.5 % of the short side, bilinear resize to
+/// 224x224, RGB, (x - 127) / 128`.
+fn describe_preprocess(p: &dishcam_models::manifest::Preprocess) -> String {
+    use dishcam_models::manifest::{ColourOrder, Crop};
+    let crop = match p.crop {
+        Crop::Center { fraction } => format!(
+            "centre crop {} % of the short side",
+            trim(f64::from(fraction) * 100.0)
+        ),
+        Crop::None => "whole photo (stretched)".into(),
+    };
+    let scale = if p.range == 255.0 {
+        "x".to_string()
+    } else {
+        format!("x * {} / 255", trim(f64::from(p.range)))
+    };
+    let same = |v: &[f32; 3]| v.iter().all(|c| *c == v[0]);
+    let norm = if same(&p.mean) && same(&p.std) {
+        format!(
+            "({scale} - {}) / {}",
+            trim(f64::from(p.mean[0])),
+            trim(f64::from(p.std[0]))
+        )
+    } else {
+        let list = |v: &[f32; 3]| {
+            v.iter()
+                .map(|c| trim(f64::from(*c)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "({scale} - [{}]) / [{}] per channel",
+            list(&p.mean),
+            list(&p.std)
+        )
+    };
+    format!(
+        "{crop}, {} resize to {}x{}, {}, {norm} (x = pixel value 0-255)",
+        format!("{:?}", p.interpolation).to_lowercase(),
+        p.width,
+        p.height,
+        match p.colour_order {
+            ColourOrder::Rgb => "RGB",
+            ColourOrder::Bgr => "BGR",
+        }
+    )
+}
+
+/// A number without trailing zeros: 87.5, 127, 0.229.
+fn trim(v: f64) -> String {
+    let s = format!("{v:.4}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }

@@ -38,6 +38,10 @@ pub enum IndexCommand {
 }
 
 #[derive(Args)]
+#[command(after_help = "Examples:
+  dishcam recipes import layer1.json                # Recipe1M
+  dishcam recipes import RecipeNLG_dataset.csv       # RecipeNLG
+  dishcam recipes import saved_pages/               # schema.org JSON-LD in .html/.json files")]
 pub struct ImportArgs {
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -59,6 +63,9 @@ pub struct BuildArgs {
 }
 
 #[derive(Args)]
+#[command(after_help = "Examples:
+  dishcam recipes search \"spicy noodle soup\"
+  dishcam recipes search \"cake\" --exclude peanut,gluten --top 10 --json")]
 pub struct SearchArgs {
     query: String,
     #[arg(long, default_value_t = 5)]
@@ -76,6 +83,8 @@ pub struct SearchArgs {
 }
 
 #[derive(Args)]
+#[command(after_help = "Examples:
+  dishcam recipes show food101-pho")]
 pub struct ShowArgs {
     id: String,
     #[arg(long)]

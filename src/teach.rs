@@ -13,6 +13,10 @@ use serde_json::{json, Value};
 use crate::cli::{print_json, show, Bar, EngineArgs};
 
 #[derive(Args)]
+#[command(after_help = "Examples:
+  dishcam teach --images photos/ --name dishes --default   # photos/<dish>/<photo>.jpg
+  dishcam teach --add-to food101 --images my_dishes/       # add dishes to the Food-101 head
+  dishcam teach --text-csv titles.csv --name titles         # id,text,label rows")]
 pub struct TeachArgs {
     /// Folder-per-class photo sets (DIR/<class>/<photo>); may be given several times.
     #[arg(long = "images", required_unless_present = "text_csv")]

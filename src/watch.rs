@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
+use dishcam_eval::timing::Samples;
 use dishcam_models::HeadInput;
 use dishcam_runtime::pack_recipes::{dish_recipes, open_index, SUGGESTED};
 use dishcam_runtime::pipeline::{
@@ -17,7 +18,6 @@ use dishcam_runtime::pipeline::{
 };
 use dishcam_runtime::smoothing::{DishEvent, SmoothingConfig};
 use dishcam_runtime::source::{self, SourceOptions};
-use dishcam_runtime::timing::Samples;
 use dishcam_runtime::{DishOptions, FusionHead, TextEncoder};
 use serde_json::json;
 
@@ -26,6 +26,10 @@ use crate::cli::{print_json, recipes_json, EngineArgs};
 mod text_context;
 
 #[derive(Args)]
+#[command(after_help = "Examples:
+  dishcam watch \"synthetic://?fps=30&size=640x480\" --max-frames 300
+  dishcam watch v4l2:///dev/video0 --json              # a USB camera (feature camera-v4l)
+  dishcam watch dir://photos/ --text-from notes.txt     # each new line is the text context")]
 pub struct WatchArgs {
     /// Frame source: synthetic://?fps=30&size=640x480, file://photo.jpg, dir://DIR (or
     /// dir://DIR/*.jpg), v4l2:///dev/video0, csi://0, gst://PIPELINE, or a path.

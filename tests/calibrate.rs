@@ -337,7 +337,7 @@ fn an_unknown_fp32_layer_names_it_before_any_work() {
 fn a_bad_rounding_file_is_refused_before_any_work() {
     let env = Env::new();
     let table: serde_json::Value =
-        serde_json::from_str(dishcam_models::pull::LITE_CALIBRATION).unwrap();
+        serde_json::from_str(dishcam_install::pull::LITE_CALIBRATION).unwrap();
     let sha = table["model_sha256"].as_str().unwrap();
     let file = |name: &str, text: String| {
         let p = env.dir(name);

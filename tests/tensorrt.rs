@@ -563,19 +563,19 @@ fn tensorrt_int8_builds_need_qdq_or_a_calibration_cache() {
         profiles: x_profile(),
     };
     // The mock, like TensorRT, cannot make INT8 from a float graph without scales.
-    let err = b.bridge().build(&model, &req).unwrap_err();
+    let err = b.bridge().build(&model, &req).unwrap_err().0;
     assert!(
         err.contains("no Q/DQ nodes and no calibration cache"),
         "{err}"
     );
     req.precision = EnginePrecision::Int8Calibrated;
-    let err = b.bridge().build(&model, &req).unwrap_err();
+    let err = b.bridge().build(&model, &req).unwrap_err().0;
     assert!(err.contains("needs a calibration cache"), "{err}");
     let cache = b"TRT-8502-EntropyCalibration2\nx: 3c010204\n";
     req.calibration_cache = Some(cache);
     assert!(b.bridge().build(&model, &req).is_ok());
     req.calibration_cache = Some(b"not a cache");
-    let err = b.bridge().build(&model, &req).unwrap_err();
+    let err = b.bridge().build(&model, &req).unwrap_err().0;
     assert!(
         err.contains("invalid argument: not a TensorRT calibration cache"),
         "{err}"
@@ -589,7 +589,7 @@ fn tensorrt_int8_builds_need_qdq_or_a_calibration_cache() {
     let b10 = open(&lib, TensorRtOptions::default());
     assert!(!b10.platform().implicit_int8());
     req.calibration_cache = Some(cache);
-    let err = b10.bridge().build(&model, &req).unwrap_err();
+    let err = b10.bridge().build(&model, &req).unwrap_err().0;
     assert!(err.contains("unsupported: implicit INT8"), "{err}");
 }
 

@@ -120,28 +120,33 @@ pub fn write_text_int8(dir: &Path, prefix: &str, fp32: &[u8]) -> Result<Variant,
     })
 }
 
-/// `models pull lite`'s quantisation hook: int8 variants of both encoders from the committed
-/// calibration table, which must have been computed on this exact fp32 image encoder.
-pub fn add_lite_int8(dir: &Path, m: &mut Manifest) -> Result<(), String> {
-    let table: CalibrationTable = serde_json::from_str(dishcam_models::pull::LITE_CALIBRATION)
-        .map_err(|e| format!("not a calibration table ({e})"))?;
+/// The int8 variants of both encoders of a freshly built pack in `dir` (its manifest `m`), from
+/// a committed calibration table (`table`, JSON), which must have been computed on this exact
+/// fp32 image encoder. `models pull lite` calls it with the table it ships.
+pub fn add_int8_from_table(dir: &Path, m: &mut Manifest, table: &str) -> Result<(), ArtefactError> {
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| ArtefactError::Io { path, source }
+    };
+    let table: CalibrationTable = serde_json::from_str(table)
+        .map_err(|e| ArtefactError::Table(format!("not a calibration table ({e})")))?;
     if let Some(enc) = m.image_encoder.as_mut() {
         let file = enc
             .variants
             .get(&Precision::Fp32)
-            .ok_or("the image encoder has no fp32 variant")?
+            .ok_or_else(|| ArtefactError::Table("the image encoder has no fp32 variant".into()))?
             .onnx
             .clone();
         let path = dir.join(&file.file);
-        let sha = sha256_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let sha = sha256_file(&path).map_err(io(&path))?;
         if sha != table.model_sha256 {
-            return Err(format!(
+            return Err(ArtefactError::Table(format!(
                 "the table was computed on an image encoder with sha256 {}, this one is {sha}; recompute it with scripts/calibrate_lite.sh",
                 table.model_sha256
-            ));
+            )));
         }
-        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let model = qdq::decode(&bytes).map_err(|e| e.to_string())?;
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let model = qdq::decode(&bytes)?;
         let v = write_image_int8(
             dir,
             "",
@@ -149,15 +154,14 @@ pub fn add_lite_int8(dir: &Path, m: &mut Manifest) -> Result<(), String> {
             &table,
             DEFAULT_TRT_VERSION,
             BTreeMap::new(),
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         enc.variants.insert(Precision::Int8, v);
     }
     if let Some(enc) = m.text_encoder.as_mut() {
         if let Some(v) = enc.variants.get(&Precision::Fp32) {
             let path = dir.join(&v.onnx.file);
-            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let v = write_text_int8(dir, "", &bytes).map_err(|e| e.to_string())?;
+            let bytes = std::fs::read(&path).map_err(io(&path))?;
+            let v = write_text_int8(dir, "", &bytes)?;
             enc.variants.insert(Precision::Int8, v);
         }
     }

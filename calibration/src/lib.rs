@@ -13,9 +13,15 @@
 //! - [`rounding`]: learned weight rounding (AdaRound) positions, as a table stores them.
 //! - [`collect`]: runs the fp32 encoder through a backend with those tensors exposed, builds
 //!   their histograms and the [`collect::CalibrationTable`].
+//! - [`calibrate`]: the whole job `dishcam calibrate` runs: split the photos, collect, compute
+//!   the tables, rank layer sensitivity, check every int8 variant against fp32 on held-out
+//!   photos, time them, and write the artefacts and the report into the pack's overlay.
+//!
+//! May import `dishcam-models` and `dishcam-runtime`; imported by the installer and the binary.
 
 pub mod amax;
 pub mod artefacts;
+pub mod calibrate;
 pub mod collect;
 pub mod histogram;
 pub mod qdq;

@@ -17,7 +17,7 @@ fn lite_preprocess(sel: u8) -> (Preprocess, Layout) {
     let spec = Preprocess {
         width: 224,
         height: 224,
-        crop: if (sel / 3) % 2 == 0 {
+        crop: if (sel / 3).is_multiple_of(2) {
             Crop::Center { fraction: 0.875 }
         } else {
             Crop::None
@@ -27,7 +27,7 @@ fn lite_preprocess(sel: u8) -> (Preprocess, Layout) {
             1 => Interpolation::Bicubic,
             _ => Interpolation::Nearest,
         },
-        colour_order: if (sel / 12) % 2 == 0 {
+        colour_order: if (sel / 12).is_multiple_of(2) {
             ColourOrder::Rgb
         } else {
             ColourOrder::Bgr
@@ -36,7 +36,7 @@ fn lite_preprocess(sel: u8) -> (Preprocess, Layout) {
         mean: [127.0; 3],
         std: [128.0; 3],
     };
-    let layout = if (sel / 6) % 2 == 0 {
+    let layout = if (sel / 6).is_multiple_of(2) {
         Layout::Nchw
     } else {
         Layout::Nhwc

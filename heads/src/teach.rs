@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use dishcam_eval::Metrics;
 use dishcam_models::manifest::{Head, HeadKind, LateFusion, PackFile, Precision, Variant};
 use dishcam_models::onnx::encode;
 use dishcam_models::pack::{write_atomic, write_pack_file, OverlayManifest, OVERLAY_MANIFEST};
@@ -23,7 +24,6 @@ use dishcam_runtime::dataset::{
     is_holdout, list_class_folders, pick_title, read_text_csv, title_pool, LabelledImage, PairPool,
 };
 use dishcam_runtime::embedder::Embedder;
-use dishcam_runtime::eval::Metrics;
 use dishcam_runtime::fusion::{early_features, late_scores};
 use dishcam_runtime::head::{read_labels, HeadModel};
 use dishcam_runtime::image_io::DecodeOptions;

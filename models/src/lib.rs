@@ -1,16 +1,15 @@
-//! dishcam model packs: the `pack.toml` schema and its validation, packs on disk with their user
-//! overlays, verification, and the importers that write ONNX graphs from pretrained weights.
+//! dishcam model packs: the `pack.toml` schema and its validation (including head lookup,
+//! [`Manifest::resolve_head`]), packs on disk with their user overlays, verification of every
+//! file and ONNX signature, and the ONNX protobuf helpers that reading and writing pack files
+//! share.
 //!
-//! This crate depends on no other dishcam crate.
+//! The bottom of the workspace: it imports no other dishcam crate, and everything else imports
+//! it. What builds packs (weights importers, pip, calibration) lives above it, in
+//! `dishcam-import` and `dishcam-install`.
 
-pub mod import;
-pub mod lite_heads;
 pub mod manifest;
 pub mod onnx;
 pub mod pack;
-pub mod pull;
-pub mod runtime_lib;
-pub mod torch_pickle;
 
 pub use manifest::{HeadInput, HeadLookupError, Manifest, Precision};
 pub use pack::{Home, Pack, PackError};

@@ -610,7 +610,7 @@ impl Manifest {
         }
         for (field, f) in self.files() {
             if let Err(p) = check_relative_path(&f.file) {
-                err(&format!("{field}.file"), p);
+                err(&format!("{field}.file"), p.0);
             }
             if f.sha256.len() != 64 || !f.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
                 err(
@@ -904,8 +904,17 @@ impl Manifest {
     }
 }
 
+/// Why a pack-relative path was refused: the problem and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PathProblem(pub String);
+
 /// A pack-relative path must stay inside the pack: no absolute paths, no `..`, no empty parts.
-pub fn check_relative_path(p: &str) -> Result<(), String> {
+pub fn check_relative_path(p: &str) -> Result<(), PathProblem> {
+    check_path(p).map_err(PathProblem)
+}
+
+fn check_path(p: &str) -> Result<(), String> {
     use std::path::Component;
     if p.is_empty() {
         return Err("is empty; name a file inside the pack directory".into());

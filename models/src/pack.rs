@@ -651,6 +651,78 @@ fn sync_dir(dir: &Path) {
     }
 }
 
+/// What [`migrate_overlay`] did with the previous version's overlay.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OverlayMigration {
+    /// Moved to the new version: taught heads, recipes and calibrations carry over.
+    Moved { from: PathBuf, to: PathBuf },
+    /// Left where it was, with the reason (its heads or calibrations were made with encoders
+    /// the new version changed, or it does not apply cleanly).
+    Kept { dir: PathBuf, reason: String },
+}
+
+/// The fp32 file hashes of a manifest's encoders: what taught heads and calibrations depend on.
+fn encoder_hashes(m: &Manifest) -> (Option<String>, Option<String>) {
+    let fp32 =
+        |v: &BTreeMap<Precision, Variant>| v.get(&Precision::Fp32).map(|v| v.onnx.sha256.clone());
+    (
+        m.image_encoder.as_ref().and_then(|e| fp32(&e.variants)),
+        m.text_encoder.as_ref().and_then(|e| fp32(&e.variants)),
+    )
+}
+
+/// Overlays are keyed by the base manifest's hash, so a new version of a base pack would not
+/// see what the user made for the old one. After a pull replaced the pack in `dir` (whose old
+/// manifest was `old_manifest`), the old overlay moves to the new key, atomically (one rename),
+/// when both encoders are unchanged and the overlay applies to the new pack; otherwise it stays
+/// where it is and the reason is returned. Nothing is deleted.
+pub fn migrate_overlay(
+    home: &Home,
+    old_manifest: &[u8],
+    dir: &Path,
+) -> Result<Option<OverlayMigration>, PackError> {
+    let Ok(old) = std::str::from_utf8(old_manifest)
+        .map_err(|e| e.to_string())
+        .and_then(|t| Manifest::from_toml(t).map_err(|e| e.to_string()))
+    else {
+        return Ok(None);
+    };
+    let old_sha = hex::encode(Sha256::digest(old_manifest));
+    let from = home
+        .overlays()
+        .join(format!("{}-{}", old.name, &old_sha[..16]));
+    let new = match Pack::open_dir(dir, home) {
+        Ok(p) => p,
+        Err(_) => return Ok(None),
+    };
+    if from == new.overlay_dir || !from.is_dir() {
+        return Ok(None);
+    }
+    let to = new.overlay_dir.clone();
+    if to.exists() {
+        return Ok(Some(OverlayMigration::Kept {
+            dir: from,
+            reason: format!("{} already has an overlay", to.display()),
+        }));
+    }
+    if encoder_hashes(&old) != encoder_hashes(&new.manifest) {
+        return Ok(Some(OverlayMigration::Kept {
+            dir: from,
+            reason: "the new version changed an encoder, so heads taught and calibrations made with the old one do not apply; teach and calibrate again".into(),
+        }));
+    }
+    std::fs::rename(&from, &to).map_err(io_err(&to))?;
+    if let Err(e) = Pack::open_dir(dir, home) {
+        // It does not apply cleanly: put it back.
+        std::fs::rename(&to, &from).map_err(io_err(&from))?;
+        return Ok(Some(OverlayMigration::Kept {
+            dir: from,
+            reason: format!("it does not apply to the new version ({e})"),
+        }));
+    }
+    Ok(Some(OverlayMigration::Moved { from, to }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -817,9 +889,9 @@ mod tests {
         let mut v2 = base.clone();
         v2.version = "2".into();
         write_atomic(&dir.join(MANIFEST), v2.to_toml().as_bytes()).unwrap();
-        let moved = crate::pull::migrate_overlay(&home, &old_text, &dir).unwrap();
+        let moved = migrate_overlay(&home, &old_text, &dir).unwrap();
         assert!(
-            matches!(moved, Some(crate::pull::OverlayMigration::Moved { .. })),
+            matches!(moved, Some(OverlayMigration::Moved { .. })),
             "{moved:?}"
         );
         let pack = Pack::open("tiny", &home).unwrap();
@@ -847,9 +919,9 @@ mod tests {
         enc.variants.get_mut(&Precision::Fp32).unwrap().onnx =
             write_pack_file(&dir, "img.onnx", b"another encoder").unwrap();
         write_atomic(&dir.join(MANIFEST), v2.to_toml().as_bytes()).unwrap();
-        let kept = crate::pull::migrate_overlay(&home, &old_text, &dir).unwrap();
+        let kept = migrate_overlay(&home, &old_text, &dir).unwrap();
         match kept {
-            Some(crate::pull::OverlayMigration::Kept { dir, reason }) => {
+            Some(OverlayMigration::Kept { dir, reason }) => {
                 assert_eq!(dir, old.overlay_dir);
                 assert!(reason.contains("encoder"), "{reason}");
             }

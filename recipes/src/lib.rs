@@ -28,3 +28,7 @@ pub use index::{build_index, BuildParams, Hit, IndexInput, IndexItem, RecipeInde
 pub mod metrics;
 pub use metrics::{retrieval_metrics, retrieval_protocol, RetrievalReport, RetrievalScores};
 pub mod scale;
+
+/// One original, cookable recipe per Food-101 dish, written for dishcam (see
+/// `recipes/assets/README.md`); the `lite` pack ships it as its bundled recipes.
+pub const FOOD101_RECIPES: &str = include_str!("../assets/food101.jsonl");

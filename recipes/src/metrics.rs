@@ -134,7 +134,11 @@ pub fn retrieval_metrics(
     bags: usize,
     seed: u64,
 ) -> Result<RetrievalReport> {
-    if dim == 0 || images.len() != recipes.len() || images.len() % dim != 0 || images.is_empty() {
+    if dim == 0
+        || images.len() != recipes.len()
+        || !images.len().is_multiple_of(dim)
+        || images.is_empty()
+    {
         return Err(RecipeError::Shape(format!(
             "paired embeddings: {} image values and {} recipe values for dim {dim} (need equal, non-empty multiples of dim)",
             images.len(),

@@ -88,7 +88,7 @@ fn cluster_means(x: &[f32], dim: usize, labels: &[u32], k: usize) -> (Vec<f32>, 
 
 /// Fits the mixture described in the module docs to `real` (rows of `dim`).
 pub fn fit_mixture(real: &[f32], dim: usize, components: usize, seed: u64) -> Result<Mixture> {
-    if dim == 0 || real.len() % dim != 0 || real.len() < 2 * dim {
+    if dim == 0 || !real.len().is_multiple_of(dim) || real.len() < 2 * dim {
         return Err(RecipeError::Shape(format!(
             "need at least 2 rows of dim {dim} to fit a mixture, got {} values",
             real.len()
@@ -604,7 +604,7 @@ mod tests {
         let p = dir.path().join("e.npy");
         let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }";
         let mut h = header.to_string();
-        while (10 + h.len() + 1) % 64 != 0 {
+        while !(10 + h.len() + 1).is_multiple_of(64) {
             h.push(' ');
         }
         h.push('\n');

@@ -453,9 +453,9 @@ impl DishClassifier {
     }
 
     fn photo_mut(&mut self) -> Result<&mut PhotoEncoder, RuntimeError> {
-        let head = self.main.head.name.clone();
-        self.photo.as_mut().ok_or(RuntimeError::NeedsInput {
-            head,
+        let head = &self.main.head.name;
+        self.photo.as_mut().ok_or_else(|| RuntimeError::NeedsInput {
+            head: head.clone(),
             input: "a text, not a photo",
         })
     }

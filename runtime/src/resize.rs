@@ -487,7 +487,7 @@ mod tests {
                     s ^= s >> 7;
                     s ^= s << 17;
                     let ramp = (x * 7 + y * 3 + c * 50) % 256;
-                    px.push(if s % 4 == 0 {
+                    px.push(if s.is_multiple_of(4) {
                         (s >> 56) as u8
                     } else {
                         ramp as u8

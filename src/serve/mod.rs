@@ -27,6 +27,10 @@ use live::{LiveConfig, LiveRunner};
 use state::{digest, lock, AppState, LiveView};
 
 #[derive(Args)]
+#[command(after_help = "Examples:
+  dishcam serve                                    # uploads only, http://127.0.0.1:8080
+  dishcam serve \"synthetic://?fps=15\"              # with a live view
+  dishcam serve v4l2:///dev/video0 --bind 0.0.0.0:8080 --token SECRET")]
 pub struct ServeArgs {
     /// Frame source for the live view (synthetic://?fps=30&size=640x480, file://photo.jpg,
     /// dir://DIR, v4l2:///dev/video0, ...); without one the page serves uploads only.

@@ -6,84 +6,9 @@ use std::process::{Command, Output};
 
 pub mod trt_mock;
 
-use dishcam_models::{Home, Pack};
-
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The installed `lite` pack. Its absence is a failure, not a skip: `scripts/test.sh` (the
-/// README's test command) installs it first.
-pub fn lite_pack() -> Pack {
-    let home = Home::from_env().expect("a home directory");
-    Pack::open("lite", &home).unwrap_or_else(|e| {
-        panic!("{e}\nthe parity and CLI tests need the lite pack: run ./scripts/test.sh, or `cargo run -- models pull lite` first")
-    })
-}
-
-/// `../shared/data` (or `$DISHCAM_SHARED_DATA`), when present. When absent, says so loudly.
-pub fn shared_data(test: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("DISHCAM_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/data"));
-    if dir.join("food101-10class").is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("SKIPPED ({test}): no shared data at {}; set DISHCAM_SHARED_DATA to run the real-photo cases", dir.display());
-        None
-    }
-}
-
-/// Resolves a fixture path: `shared:REL` under the shared data dir, else relative to the repo.
-pub fn fixture_path(p: &str, shared: Option<&Path>) -> Option<PathBuf> {
-    match p.strip_prefix("shared:") {
-        Some(rel) => shared.map(|s| s.join(rel)),
-        None => Some(repo().join(p)),
-    }
-}
-
-pub fn read_json(rel: &str) -> serde_json::Value {
-    let path = repo().join(rel);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
-}
-
-pub fn floats(v: &serde_json::Value) -> Vec<f32> {
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|x| x.as_f64().expect("number") as f32)
-        .collect()
-}
-
-pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
-}
-
-pub fn top5(v: &[f32]) -> Vec<usize> {
-    dishcam_runtime::classify::top_k(v, 5)
-        .iter()
-        .map(|s| s.class)
-        .collect()
-}
-
-/// The onnxruntime library `dishcam models pull` put in the real home; CLI tests that run with a
-/// temporary `DISHCAM_HOME` pass it as `ORT_DYLIB_PATH` so they use the default backend.
-pub fn ort_library() -> PathBuf {
-    let home = Home::from_env().expect("a home directory");
-    dishcam_models::runtime_lib::library_path(&home)
-}
+#[path = "../../runtime/tests/support/mod.rs"]
+mod support;
+pub use support::*;
 
 /// The binary run with a private `DISHCAM_HOME` (overlays, caches) on the installed lite pack,
 /// with the onnxruntime library of the real home, and a scratch data directory.
@@ -144,7 +69,11 @@ pub fn photo(path: &Path, rgb: [u8; 3], seed: u32) {
     };
     let period = 6 + seed % 5;
     let img = image::RgbImage::from_fn(96, 96, |x, y| {
-        let stripe = if (x + y) / period % 2 == 0 { 25 } else { -25 };
+        let stripe = if ((x + y) / period).is_multiple_of(2) {
+            25
+        } else {
+            -25
+        };
         let n = rnd();
         image::Rgb(rgb.map(|c| (c as i32 + stripe + n).clamp(0, 255) as u8))
     });

@@ -10,7 +10,7 @@ This script is the *definition* of what the Rust side must reproduce. It writes:
   synthetic input tensors (no stored input needed);
 * ``tests/fixtures/lite/image_e2e.json``  image file -> preprocessing -> graph;
 * ``tests/fixtures/lite/text.json``  all-MiniLM-L6-v2 sentence embeddings;
-* ``models/assets/imagenet_labels.txt``  the 1000 ImageNet class names.
+* ``install/assets/imagenet_labels.txt``  the 1000 ImageNet class names.
 
 Rerun (from the repository root, with the reference venv)::
 
@@ -20,7 +20,7 @@ Rerun (from the repository root, with the reference venv)::
 Only the labels file::
 
     /root/.cache/dishcam-ref/bin/python tests/reference/reference_lite.py \\
-        --labels-only [--labels-out models/assets/imagenet_labels.txt]
+        --labels-only [--labels-out install/assets/imagenet_labels.txt]
 
 Add ``--compare-norm`` to also print the top-5 ImageNet labels of the real
 photos under both candidate normalisations (see below). Versions used are

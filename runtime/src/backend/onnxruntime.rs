@@ -8,7 +8,6 @@ use std::sync::OnceLock;
 
 use dishcam_models::manifest::{DType, Dim};
 use dishcam_models::pack::Home;
-use dishcam_models::runtime_lib;
 use ort::environment::Environment;
 use ort::ep;
 use ort::session::builder::GraphOptimizationLevel;
@@ -25,6 +24,17 @@ use crate::tensor::{Tensor, TensorData, TensorRef};
 /// loaded stays loaded.
 static ENVIRONMENT: OnceLock<Result<(Environment, PathBuf), String>> = OnceLock::new();
 
+/// onnxruntime version; matches the C API version the `ort` crate is built against (api-31).
+pub const ORT_VERSION: &str = "1.31.1";
+
+/// Where `dishcam models pull` puts the library: `$DISHCAM_HOME/cache/onnxruntime/<version>/`.
+pub fn library_path(home: &Home) -> PathBuf {
+    home.cache()
+        .join("onnxruntime")
+        .join(ORT_VERSION)
+        .join(format!("libonnxruntime.so.{ORT_VERSION}"))
+}
+
 /// Where the onnxruntime library is looked for, in order: `ORT_DYLIB_PATH`, then the library
 /// `dishcam models pull` extracts into the cache.
 pub fn library_candidates(home: Option<&Home>) -> Vec<PathBuf> {
@@ -33,7 +43,7 @@ pub fn library_candidates(home: Option<&Home>) -> Vec<PathBuf> {
         out.push(PathBuf::from(p));
     }
     if let Some(home) = home {
-        out.push(runtime_lib::library_path(home));
+        out.push(library_path(home));
     }
     out
 }

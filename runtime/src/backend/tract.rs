@@ -191,6 +191,15 @@ impl Session for TractSession {
             })
             .collect()
     }
+
+    fn run_into(
+        &mut self,
+        inputs: &[TensorRef<'_>],
+        outputs: &mut [&mut [f32]],
+    ) -> Result<(), BackendError> {
+        let got = self.run(inputs)?;
+        super::copy_outputs(&self.model, got, outputs)
+    }
 }
 
 /// The newest ONNX operator set tract 0.23 is tested against (its own parser warns above it).

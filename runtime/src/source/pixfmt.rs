@@ -252,9 +252,9 @@ fn check(
 }
 
 fn even(format: PixelFormat, width: u32, height: u32, need_h: bool) -> Result<(), PixelError> {
-    let what = if width % 2 != 0 {
+    let what = if !width.is_multiple_of(2) {
         "width"
-    } else if need_h && height % 2 != 0 {
+    } else if need_h && !height.is_multiple_of(2) {
         "height"
     } else {
         return Ok(());

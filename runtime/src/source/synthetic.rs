@@ -79,7 +79,7 @@ pub fn render_pattern(seq: u64, scene: u64, width: u32, height: u32, out: &mut [
                 0 => BARS[(((x + shift) % w) * 8 / w) as usize],
                 1 => {
                     let cell = (w / 8).max(1);
-                    if ((x + shift) / cell + y / cell) % 2 == 0 {
+                    if ((x + shift) / cell + y / cell).is_multiple_of(2) {
                         [200, 200, 40]
                     } else {
                         [40, 40, 160]

@@ -201,15 +201,15 @@ pub fn encode(key: &EngineKey, engine: &[u8]) -> Vec<u8> {
 
 /// Splits a cached file into its header and engine, checking the magic, the layout version,
 /// the engine's size and its sha256 (a truncated or altered file is refused).
-pub fn decode(bytes: &[u8]) -> Result<(EngineHeader, &[u8]), String> {
+pub fn decode(bytes: &[u8]) -> Result<(EngineHeader, &[u8]), super::BridgeError> {
     if bytes.len() < 16 || &bytes[..8] != MAGIC {
         return Err("not a dishcam engine file (no DCTRTENG header)".into());
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
     if version != FORMAT_VERSION {
-        return Err(format!(
-            "engine file layout {version}, this build reads {FORMAT_VERSION}"
-        ));
+        return Err(
+            format!("engine file layout {version}, this build reads {FORMAT_VERSION}").into(),
+        );
     }
     let len = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes")) as usize;
     let json = bytes.get(16..16 + len).ok_or("the header is truncated")?;
@@ -221,7 +221,8 @@ pub fn decode(bytes: &[u8]) -> Result<(EngineHeader, &[u8]), String> {
             "the engine has {} bytes, the header says {} (truncated?)",
             engine.len(),
             header.engine_bytes
-        ));
+        )
+        .into());
     }
     if hex::encode(Sha256::digest(engine)) != header.engine_sha256 {
         return Err("the engine's sha256 does not match its header (file altered)".into());
@@ -243,7 +244,7 @@ pub enum Lookup {
 /// Checks a cached file's bytes against the wanted key (see [`Lookup`]).
 pub fn check(bytes: &[u8], want: &EngineKey) -> Lookup {
     match decode(bytes) {
-        Err(why) => Lookup::Stale(why),
+        Err(why) => Lookup::Stale(why.0),
         Ok((header, engine)) => {
             let diffs = header.key.differences(want);
             if diffs.is_empty() {

@@ -27,6 +27,30 @@ use super::{
 };
 use crate::tensor::{Tensor, TensorData, TensorRef};
 
+/// What the bridge (or the engine cache) reported: TensorRT's and CUDA's own words, with the
+/// status or the file it came from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BridgeError(pub String);
+
+impl From<String> for BridgeError {
+    fn from(s: String) -> Self {
+        BridgeError(s)
+    }
+}
+
+impl From<&str> for BridgeError {
+    fn from(s: &str) -> Self {
+        BridgeError(s.to_string())
+    }
+}
+
+impl From<BridgeError> for String {
+    fn from(e: BridgeError) -> String {
+        e.0
+    }
+}
+
 /// File name of the bridge library.
 pub const LIBRARY_NAME: &str = "libdishcam_trt_bridge.so";
 
@@ -131,7 +155,7 @@ pub fn plan_int8(
     has_qdq: bool,
     has_cache: bool,
     platform: &PlatformInfo,
-) -> Result<EnginePrecision, String> {
+) -> Result<EnginePrecision, BridgeError> {
     let implicit = platform.implicit_int8();
     let no_qdq = "the pack's int8 variant has no TensorRT Q/DQ model (artefact tensorrt_onnx); run `dishcam calibrate` to write one";
     let no_cache = "the pack's int8 variant has no TensorRT calibration cache (artefact tensorrt_cache); run `dishcam calibrate` to write one";
@@ -144,7 +168,7 @@ pub fn plan_int8(
     match source {
         Int8Source::Qdq if has_qdq => Ok(EnginePrecision::Int8Qdq),
         Int8Source::Qdq => Err(no_qdq.into()),
-        Int8Source::CalibrationCache if !implicit => Err(too_new()),
+        Int8Source::CalibrationCache if !implicit => Err(too_new().into()),
         Int8Source::CalibrationCache if has_cache => Ok(EnginePrecision::Int8Calibrated),
         Int8Source::CalibrationCache => Err(no_cache.into()),
         Int8Source::Auto if has_qdq => Ok(EnginePrecision::Int8Qdq),
@@ -152,7 +176,8 @@ pub fn plan_int8(
         Int8Source::Auto if has_cache => Err(format!(
             "{no_qdq}; its calibration cache cannot be used: {}",
             too_new()
-        )),
+        )
+        .into()),
         Int8Source::Auto => Err(no_qdq.into()),
     }
 }
@@ -361,7 +386,7 @@ impl Bridge {
     }
 
     /// TensorRT version, device name, compute capability and DLA cores of CUDA `device`.
-    pub fn platform(&self, device: u32) -> Result<PlatformInfo, String> {
+    pub fn platform(&self, device: u32) -> Result<PlatformInfo, BridgeError> {
         let mut p = ffi::Platform {
             trt_major: 0,
             trt_minor: 0,
@@ -391,7 +416,7 @@ impl Bridge {
     }
 
     /// Builds and serialises an engine from ONNX bytes.
-    pub fn build(&self, onnx: &[u8], req: &BuildRequest<'_>) -> Result<Vec<u8>, String> {
+    pub fn build(&self, onnx: &[u8], req: &BuildRequest<'_>) -> Result<Vec<u8>, BridgeError> {
         let api = &self.api;
         let mut handle = std::ptr::null_mut();
         // Safety: `handle` is a valid out-pointer.
@@ -449,7 +474,7 @@ impl Bridge {
         self: &Arc<Self>,
         engine: &[u8],
         device: EngineDevice,
-    ) -> Result<Engine, String> {
+    ) -> Result<Engine, BridgeError> {
         let (cuda, dla) = match device {
             EngineDevice::Gpu(i) => (i as i32, -1),
             EngineDevice::Dla(c) => (0, c as i32),
@@ -539,7 +564,7 @@ impl Engine {
     }
 
     /// The engine's named inputs and outputs.
-    pub fn io(&self) -> Result<Vec<IoTensor>, String> {
+    pub fn io(&self) -> Result<Vec<IoTensor>, BridgeError> {
         let api = &self.bridge.api;
         let mut n = 0;
         // Safety: valid handle and out-pointer.
@@ -555,7 +580,7 @@ impl Engine {
             // Safety: valid handle and out-pointer.
             self.check(unsafe { (api.engine_io_info)(self.handle, i, &mut info) })?;
             if info.name.is_null() {
-                return Err(format!("I/O tensor {i} has no name"));
+                return Err(format!("I/O tensor {i} has no name").into());
             }
             // Safety: the name is a NUL-terminated string owned by the live engine.
             let name = unsafe { CStr::from_ptr(info.name) }
@@ -686,7 +711,7 @@ impl TensorRtBackend {
         key: &EngineKey,
         onnx: &[u8],
         req: &BuildRequest<'_>,
-    ) -> Result<(Vec<u8>, EngineOutcome), String> {
+    ) -> Result<(Vec<u8>, EngineOutcome), BridgeError> {
         let outcome = match cache_dir.map(|d| cache::lookup(d, key)) {
             Some(Lookup::Fresh(engine)) => return Ok((engine, EngineOutcome::Cached)),
             Some(Lookup::Stale(why)) => EngineOutcome::Rebuilt(why),
@@ -766,7 +791,7 @@ impl TensorRtBackend {
         let key = self.key(&stem, spec.bytes, &req, batch);
         let (bytes, outcome) = self
             .ensure_engine(self.options.cache_dir.as_deref(), &key, spec.bytes, &req)
-            .map_err(load_err)?;
+            .map_err(|e| load_err(e.0))?;
         match &outcome {
             EngineOutcome::Rebuilt(why) => {
                 log::info!("{model}: rebuilt the TensorRT engine ({why})")
@@ -774,7 +799,10 @@ impl TensorRtBackend {
             EngineOutcome::Built => log::info!("{model}: built a TensorRT engine"),
             EngineOutcome::Cached => log::debug!("{model}: cached TensorRT engine"),
         }
-        let engine = self.bridge.load_engine(&bytes, device).map_err(load_err)?;
+        let engine = self
+            .bridge
+            .load_engine(&bytes, device)
+            .map_err(|e| load_err(e.0))?;
         TensorRtSession::bind(engine, spec).map_err(load_err)
     }
 }
@@ -1273,17 +1301,21 @@ mod tests {
         );
         assert!(plan_int8(CalibrationCache, true, false, &p)
             .unwrap_err()
+            .0
             .contains("tensorrt_cache"));
         assert!(plan_int8(Qdq, false, true, &p)
             .unwrap_err()
+            .0
             .contains("tensorrt_onnx"));
         p.tensorrt = (10, 3, 0);
         assert_eq!(plan_int8(Auto, true, true, &p), Ok(Int8Qdq));
         assert!(plan_int8(Auto, false, true, &p)
             .unwrap_err()
+            .0
             .contains("needs TensorRT < 10.1, this is 10.3.0"));
         assert!(plan_int8(CalibrationCache, true, true, &p)
             .unwrap_err()
+            .0
             .contains("--int8-from qdq"));
     }
 

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::manifest::{Head, HeadKind, LateFusion, Precision, Variant};
-use crate::pack::write_pack_file;
+use dishcam_models::manifest::{Head, HeadKind, LateFusion, Precision, Variant};
+use dishcam_models::pack::write_pack_file;
 
-/// One head's files as committed under `models/assets/lite/heads/<name>/`.
+/// One head's files as committed under `install/assets/lite/heads/<name>/`.
 pub struct BundledHead {
     pub name: &'static str,
     pub kind: HeadKind,
@@ -141,7 +141,7 @@ mod tests {
             );
             let sig = b
                 .onnx
-                .map(|o| crate::onnx::signature_of(o, b.name).expect("head.onnx decodes"));
+                .map(|o| dishcam_models::onnx::signature_of(o, b.name).expect("head.onnx decodes"));
             if let Some(sig) = sig {
                 assert_eq!(sig.outputs[0].shape_text(), "[batch, 101]", "{}", b.name);
             }

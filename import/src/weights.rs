@@ -1,8 +1,5 @@
-//! Importers: pretrained weights in, ONNX graphs out, written by dishcam itself so that a pack
-//! needs no PyTorch. Each importer checks every tensor's shape against the architecture it builds.
-
-pub mod bert;
-pub mod efficientnet_lite;
+//! Weights by name from any checkpoint format (a PyTorch state dict or safetensors), checked
+//! for shape on lookup.
 
 use std::collections::BTreeMap;
 

@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use anyhow::Context;
 use dishcam_models::{Home, Pack};
 use dishcam_runtime::backend::BackendKind;
 
-use super::Config;
+use crate::error::{invalid, Context, Result};
+use crate::run::Config;
 
 /// Warm runs per configuration; the median is reported.
 const WARM_RUNS: usize = 3;
@@ -40,7 +40,7 @@ struct Child {
 }
 
 /// Runs `exe classify photo` with `config`'s backend, precision and threads.
-fn run_child(exe: &Path, pack: &str, config: &Config, photo: &str) -> anyhow::Result<Child> {
+fn run_child(exe: &Path, pack: &str, config: &Config, photo: &str) -> Result<Child> {
     let stderr = tempfile::tempfile()?;
     let t0 = Instant::now();
     let mut child = Command::new(exe)
@@ -66,7 +66,7 @@ fn run_child(exe: &Path, pack: &str, config: &Config, photo: &str) -> anyhow::Re
         let mut f = stderr;
         f.rewind()?;
         f.read_to_string(&mut err)?;
-        anyhow::bail!(
+        invalid!(
             "`dishcam classify` exited with status {status}: {}",
             err.lines().last().unwrap_or("no message")
         );
@@ -80,14 +80,14 @@ fn run_child(exe: &Path, pack: &str, config: &Config, photo: &str) -> anyhow::Re
 
 /// Waits for `pid` and returns its exit status and peak resident set (KiB) from `wait4`:
 /// `std::process::Child::wait` does not return the child's resource usage.
-fn wait_with_rusage(pid: i32) -> anyhow::Result<(i32, i64)> {
+fn wait_with_rusage(pid: i32) -> Result<(i32, i64)> {
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value; wait4 fills it for the child we spawned
     // and have not waited for yet.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     if r != pid {
-        anyhow::bail!("waiting for the child: {}", std::io::Error::last_os_error());
+        invalid!("waiting for the child: {}", std::io::Error::last_os_error());
     }
     let code = if libc::WIFEXITED(status) {
         libc::WEXITSTATUS(status)
@@ -130,7 +130,7 @@ pub fn measure(
     photo: &str,
     home: &Home,
     progress: impl Fn(&str),
-) -> anyhow::Result<Vec<Startup>> {
+) -> Result<Vec<Startup>> {
     // A private copy of the executable, so that its pages can be evicted too (this process
     // keeps its own executable mapped).
     let scratch = tempfile::tempdir()?;
@@ -163,7 +163,7 @@ pub fn measure(
             error: None,
         };
         let mut rss: f64 = 0.0;
-        let result = (|| -> anyhow::Result<()> {
+        let result = (|| -> Result<()> {
             let cold = run_child(&exe, pack_arg, c, photo)?;
             s.cold_ms = Some(cold.first_answer_ms);
             rss = rss.max(cold.max_rss_mb);

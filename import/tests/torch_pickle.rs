@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use dishcam_models::torch_pickle::{
+use dishcam_import::torch_pickle::{
     read_state_dict, read_state_dict_file, Checkpoint, CheckpointFormat, TensorData, TorchError,
     TorchTensor,
 };

@@ -6,14 +6,15 @@ use std::time::Duration;
 
 use plotters::prelude::*;
 
-use super::engine::Column;
-use super::report::{cell_stats, Report};
-use super::{Cell, Measured, Scenario};
+use crate::engine::Column;
+use crate::error::{BenchError, Result};
+use crate::report::{cell_stats, Report};
+use crate::run::{Cell, Measured, Scenario};
 
 const WIDTH: u32 = 960;
 
-fn err(e: impl std::fmt::Display) -> anyhow::Error {
-    anyhow::anyhow!("drawing a plot: {e}")
+fn err(e: impl std::fmt::Display) -> BenchError {
+    BenchError::Plot(e.to_string())
 }
 
 fn colour(i: usize) -> RGBColor {
@@ -36,7 +37,7 @@ fn ms(d: &Duration) -> f64 {
 }
 
 /// Every plot of the report, as (file name, SVG text).
-pub fn all(report: &Report<'_>) -> anyhow::Result<Vec<(String, String)>> {
+pub fn all(report: &Report<'_>) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for run in report.runs {
         let name = run.scenario.as_str();
@@ -81,7 +82,7 @@ fn x_max(cells: &[&Cell]) -> f64 {
         .map(|c| {
             let mut s = c.totals.clone();
             s.sort_unstable();
-            dishcam_runtime::bench::percentile(&s, 0.99).map_or(1.0, |d| ms(&d))
+            dishcam_eval::loadgen::percentile(&s, 0.99).map_or(1.0, |d| ms(&d))
         })
         .fold(1e-3, f64::max)
         * 1.1
@@ -128,7 +129,7 @@ fn latency_panels(
     scenario: Scenario,
     cells: &[Cell],
     kind: Kind,
-) -> anyhow::Result<String> {
+) -> Result<String> {
     let columns: Vec<Column> = Column::ALL
         .into_iter()
         .filter(|col| cells.iter().any(|c| c.column == *col))
@@ -218,7 +219,7 @@ fn label(report: &Report<'_>, c: &Cell) -> String {
 
 /// Horizontal stacked bars: each row a configuration's pipeline column, each segment a stage's
 /// median.
-fn stages(report: &Report<'_>, scenario: Scenario, cells: &[Cell]) -> anyhow::Result<String> {
+fn stages(report: &Report<'_>, scenario: Scenario, cells: &[Cell]) -> Result<String> {
     let rows: Vec<&Cell> = cells
         .iter()
         .filter(|c| matches!(c.column, Column::Pipeline | Column::PipelineText))
@@ -300,7 +301,7 @@ fn stages(report: &Report<'_>, scenario: Scenario, cells: &[Cell]) -> anyhow::Re
     Ok(svg)
 }
 
-fn throughput(bars: &[(String, f64)]) -> anyhow::Result<String> {
+fn throughput(bars: &[(String, f64)]) -> Result<String> {
     let mut svg = String::new();
     let height = 110 + 40 * bars.len() as u32;
     {

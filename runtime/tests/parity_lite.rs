@@ -22,13 +22,13 @@
 //! INT8 variants (onnxruntime only; tract refuses them) are checked against the same PyTorch fp32
 //! outputs with the looser tolerances that quantisation allows, stated at each test.
 
-mod common;
+mod support;
 
-use common::*;
 use dishcam_models::Precision;
 use dishcam_runtime::backend::{backend, Backend, BackendError, BackendKind};
 use dishcam_runtime::image_io::{decode_file, DecodeOptions};
 use dishcam_runtime::{ImageEncoder, LoadOptions, RuntimeError, TextEncoder};
+use support::*;
 
 /// The backends this suite runs on: every kind but TensorRT (see the module docs).
 fn parity_backends() -> impl Iterator<Item = BackendKind> {

@@ -8,11 +8,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::pack::{sha256_file, write_atomic, Home};
-use crate::pull::{fetch_wheels, zip_member, Pin, Progress, PullError, PullOptions};
+use dishcam_models::pack::{sha256_file, write_atomic, Home};
+pub use dishcam_runtime::backend::onnxruntime::{library_path, ORT_VERSION};
 
-/// onnxruntime version; matches the C API version the `ort` crate is built against (api-31).
-pub const ORT_VERSION: &str = "1.31.1";
+use crate::pull::{fetch_wheels, zip_member, Pin, Progress, PullError, PullOptions};
 
 /// Pinned wheels: (target arch, pip platform tag, sha256 of the wheel). Python tag cp311.
 pub const ORT_WHEELS: &[(&str, &str, &str)] = &[
@@ -30,18 +29,6 @@ pub const ORT_WHEELS: &[(&str, &str, &str)] = &[
 
 /// The wheel's Python tag; pip is told this version so any local Python fetches the same file.
 const PYTHON_VERSION: &str = "3.11";
-
-fn library_name() -> String {
-    format!("libonnxruntime.so.{ORT_VERSION}")
-}
-
-/// Where `pull` puts the library.
-pub fn library_path(home: &Home) -> PathBuf {
-    home.cache()
-        .join("onnxruntime")
-        .join(ORT_VERSION)
-        .join(library_name())
-}
 
 /// The pinned wheel for this machine, if there is one.
 pub fn host_wheel() -> Option<(Pin, &'static str)> {
@@ -97,7 +84,10 @@ pub fn pull_library(
         path: dir.display().to_string(),
         source,
     })?;
-    for member in [library_name(), "libonnxruntime_providers_shared.so".into()] {
+    for member in [
+        format!("libonnxruntime.so.{ORT_VERSION}"),
+        "libonnxruntime_providers_shared.so".into(),
+    ] {
         let bytes = zip_member(&archive, &format!("onnxruntime/capi/{member}"), wheel)?;
         let to = dir.join(&member);
         write_atomic(&to, &bytes).map_err(|source| PullError::Io {

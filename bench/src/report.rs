@@ -5,14 +5,14 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use dishcam_board::{Summary, Unavailable};
+use dishcam_eval::loadgen::{early_stopping_estimate, percentile, Verdict};
 use dishcam_models::Pack;
 use dishcam_runtime::backend::BackendKind;
-use dishcam_runtime::bench::{early_stopping_estimate, percentile, Verdict};
 use serde_json::{json, Value};
 
-use super::engine::{Column, Engine};
-use super::startup::Startup;
-use super::{Cell, Config, Measured, Scenario, ScenarioRun, Skipped, Throughput};
+use crate::engine::{Column, Engine};
+use crate::run::{Cell, Config, Measured, Scenario, ScenarioRun, Skipped, Throughput};
+use crate::startup::Startup;
 
 pub struct Report<'a> {
     pub started: SystemTime,

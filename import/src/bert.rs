@@ -5,9 +5,9 @@
 //! 17's LayerNormalization is not implemented by every backend we target; onnxruntime fuses the
 //! pattern back. GELU is the exact erf form, as `hidden_act = "gelu"` means in transformers.
 
-use super::{transpose, ImportError, Weights};
-use crate::manifest::{DType, Dim, Pooling, TensorSpec};
-use crate::onnx::{Attr, GraphBuilder};
+use crate::weights::{transpose, ImportError, Weights};
+use dishcam_models::manifest::{DType, Dim, Pooling, TensorSpec};
+use dishcam_models::onnx::{Attr, GraphBuilder};
 use tract_onnx::pb::ModelProto;
 
 /// The parts of a Hugging Face BERT `config.json` the graph depends on.
@@ -54,7 +54,7 @@ impl BertConfig {
                 c.position_embedding_type
             )));
         }
-        if c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 {
+        if c.num_attention_heads == 0 || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
             return Err(ImportError::Config(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 c.hidden_size, c.num_attention_heads

@@ -6,9 +6,9 @@
 //! the input resolution, which can be asymmetric (one more pixel at the bottom/right). Batch norm
 //! is folded into the preceding convolution.
 
-use super::{ImportError, Weights};
-use crate::manifest::{DType, Dim, TensorSpec};
-use crate::onnx::{Attr, GraphBuilder};
+use crate::weights::{ImportError, Weights};
+use dishcam_models::manifest::{DType, Dim, TensorSpec};
+use dishcam_models::onnx::{Attr, GraphBuilder};
 use tract_onnx::pb::ModelProto;
 
 const BN_EPS: f32 = 1e-3;

@@ -901,7 +901,7 @@ impl<'d, 's> Vm<'d, 's> {
     }
 
     fn pairs(&self, items: Vec<NodeId>) -> Result<Vec<(NodeId, NodeId)>> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.err(format!("odd number of items ({}) for a dict", items.len())));
         }
         Ok(items.chunks_exact(2).map(|p| (p[0], p[1])).collect())

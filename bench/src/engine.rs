@@ -5,7 +5,6 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use dishcam_models::manifest::{Layout, Preprocess};
 use dishcam_models::{HeadInput, Pack};
 use dishcam_recipes::normalize::ExcludeFilter;
@@ -19,7 +18,8 @@ use dishcam_runtime::source::{Frame, FrameSource, Next, SourceError};
 use dishcam_runtime::tensor::TensorRef;
 use dishcam_runtime::{DishClassifier, DishOptions, FusionHead, LoadOptions, RuntimeError};
 
-use super::Config;
+use crate::error::{invalid, Context, Result};
+use crate::run::Config;
 
 /// What a query runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -127,11 +127,7 @@ pub struct Shared<'a> {
 }
 
 impl Engine {
-    pub fn load(
-        config: Config,
-        backend: &Arc<dyn Backend>,
-        shared: &Shared<'_>,
-    ) -> anyhow::Result<Engine> {
+    pub fn load(config: Config, backend: &Arc<dyn Backend>, shared: &Shared<'_>) -> Result<Engine> {
         let t = Instant::now();
         let pack = shared.pack;
         let opts = LoadOptions {
@@ -198,7 +194,7 @@ impl Engine {
                     .cloned()
                     .context("the pack names an output its encoder lacks")
             })
-            .collect::<anyhow::Result<_>>()?;
+            .collect::<Result<_>>()?;
         let spec = ModelSpec {
             path: &path,
             bytes: &bytes,
@@ -276,7 +272,7 @@ impl Engine {
         text: &str,
         seq: u64,
         times: &mut StageTimes,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         match column {
             Column::Pipeline => self.pipeline(photo, None, seq, times),
             Column::PipelineText => self.pipeline(photo, Some(text), seq, times),
@@ -298,13 +294,13 @@ impl Engine {
         text: Option<&str>,
         seq: u64,
         times: &mut StageTimes,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         let t0 = Instant::now();
         let img = decode_bytes(&photo.bytes, &photo.name, &self.decode)?;
         let decoded = t0.elapsed();
         let text_encode = match text {
             Some(_) if self.text_missing.is_some() => {
-                anyhow::bail!("this configuration has no with-text path")
+                invalid!("this configuration has no with-text path")
             }
             Some(text) => Some(self.dish.set_text(Some(text))?),
             None => None,
@@ -364,7 +360,7 @@ impl Engine {
         Ok(())
     }
 
-    fn naive(&mut self, photo: &Photo, times: &mut StageTimes) -> anyhow::Result<()> {
+    fn naive(&mut self, photo: &Photo, times: &mut StageTimes) -> Result<()> {
         let n = &mut self.naive;
         let t0 = Instant::now();
         // What most applications write: decode with the image crate's defaults...
@@ -409,7 +405,7 @@ impl Engine {
     }
 
     /// Encoder-only runs on the prepared input (the throughput ceiling of this configuration).
-    pub fn bare_runs(&mut self, n: usize) -> anyhow::Result<()> {
+    pub fn bare_runs(&mut self, n: usize) -> Result<()> {
         let bare = self.bare.as_mut().context("no bare session")?;
         for _ in 0..n {
             std::hint::black_box(bare.run(&self.input_shape, &self.bare_input)?);
@@ -507,7 +503,7 @@ impl FrameSource for MemorySource {
 }
 
 /// The labels of the pack's default image head.
-pub fn head_labels(pack: &Pack) -> anyhow::Result<Vec<String>> {
+pub fn head_labels(pack: &Pack) -> Result<Vec<String>> {
     let head = pack.manifest.resolve_head(None, HeadInput::Photo)?;
     Ok(read_labels(pack, head)?)
 }

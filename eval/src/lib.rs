@@ -1,0 +1,19 @@
+//! dishcam eval: how good and how fast, measured.
+//!
+//! Owns: [`metrics`] (accuracy, per-class accuracy, confusion matrix, NLL, expected calibration
+//! error, and their CSV/SVG/Markdown writers), [`evaluate`] (scoring a pack's head on labelled
+//! photos and texts, and image <-> recipe retrieval), [`loadgen`] (MLPerf LoadGen-style tail
+//! latency estimates and run validity) and [`timing`] (per-stage latency samples).
+//!
+//! May import `dishcam-models`, `dishcam-runtime` (the dish chain it scores) and
+//! `dishcam-recipes` (retrieval metrics); imported by `dishcam-heads`, the benchmark and the
+//! binary.
+
+pub mod evaluate;
+pub mod loadgen;
+pub mod metrics;
+pub mod timing;
+
+pub use evaluate::{evaluate_head, evaluate_retrieval, EvalError, HeadEval, RetrievalEval, Split};
+pub use metrics::{Metrics, Report};
+pub use timing::Samples;
