@@ -10,14 +10,14 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use dishcam_capture::render_pattern;
+use dishcam_imageproc::preprocess::Preprocessor;
 use dishcam_models::{Home, Pack};
 use dishcam_recipes::index::kernels::{dot_f32, quantise_i8, scan_i8};
 use dishcam_recipes::index::SearchParams;
 use dishcam_recipes::normalize::ExcludeFilter;
 use dishcam_runtime::backend::{self, BackendChoice};
 use dishcam_runtime::head::HeadModel;
-use dishcam_runtime::preprocess::Preprocessor;
-use dishcam_runtime::source::render_pattern;
 use dishcam_runtime::tokenize::TextTokenizer;
 use dishcam_runtime::LoadOptions;
 

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use dishcam_bench::BenchRequest;
-use dishcam_runtime::image_io::DEFAULT_MAX_PIXELS;
+use dishcam_capture::decode::DEFAULT_MAX_PIXELS;
 
 use crate::cli::print_json;
 

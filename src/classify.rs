@@ -6,12 +6,12 @@ use std::time::Instant;
 
 use anyhow::bail;
 use clap::Args;
+use dishcam_capture::decode::decode_file;
 use dishcam_eval::timing::Samples;
 use dishcam_models::HeadInput;
 use dishcam_runtime::dish::label_of;
-use dishcam_runtime::image_io::decode_file;
 use dishcam_runtime::pack_recipes::{dish_recipes, open_index, SUGGESTED};
-use dishcam_runtime::{DishClassifier, DishOptions};
+use dishcam_runtime::DishOptions;
 use serde_json::json;
 
 use crate::cli::{ms, print_json, recipes_json, round3, show, top_json, EngineArgs};
@@ -128,7 +128,7 @@ fn classify_photos(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
                 eprintln!("error: {e}");
             }
             Ok(((w, h), top)) => {
-                let (head, labels) = answered_by(&dish);
+                let (head, labels) = dish.answering();
                 let last = |i: usize| {
                     samples[i].summary().map_or(0.0, |s| {
                         if args.repeat == 1 {
@@ -236,14 +236,6 @@ fn classify_photos(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// The head photos are answered by (the fusion head when a text is set) and its labels.
-fn answered_by(dish: &DishClassifier) -> (&dishcam_models::manifest::Head, &[String]) {
-    match dish.fusion_head().filter(|_| dish.has_text()) {
-        Some(fused) => fused,
-        None => (dish.head(), dish.labels()),
-    }
 }
 
 /// `classify --text`: text -> text encoder -> text head.

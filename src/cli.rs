@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Args;
+use dishcam_capture::decode::{DecodeOptions, DEFAULT_MAX_PIXELS};
 use dishcam_models::{Home, Pack, Precision};
 use dishcam_recipes::Hit;
 use dishcam_runtime::backend::{self, Backend, BackendChoice, SessionOptions};
 use dishcam_runtime::classify::Scored;
 use dishcam_runtime::embedder::{default_cache_dir, Embedder, Progress};
-use dishcam_runtime::image_io::{DecodeOptions, DEFAULT_MAX_PIXELS};
 use dishcam_runtime::{DishClassifier, DishOptions, LoadOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;

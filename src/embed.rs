@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use dishcam_runtime::image_io::decode_file;
+use dishcam_capture::decode::decode_file;
 use dishcam_runtime::{PhotoEncoder, TextEncoder};
 use serde_json::json;
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
+use dishcam_capture::{self as source, SourceOptions};
 use dishcam_eval::timing::Samples;
 use dishcam_models::HeadInput;
 use dishcam_runtime::pack_recipes::{dish_recipes, open_index, SUGGESTED};
@@ -17,7 +18,6 @@ use dishcam_runtime::pipeline::{
     FrameClassifier, FrameResult, Pipeline, PipelineConfig, Received, SavingClassifier,
 };
 use dishcam_runtime::smoothing::{DishEvent, SmoothingConfig};
-use dishcam_runtime::source::{self, SourceOptions};
 use dishcam_runtime::{DishOptions, FusionHead, TextEncoder};
 use serde_json::json;
 

@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use dishcam_capture::decode::{decode_bytes, DecodeOptions};
+use dishcam_capture::{Frame, FrameSource, Next, SourceError};
 use dishcam_models::manifest::{Layout, Preprocess};
 use dishcam_models::{HeadInput, Pack};
 use dishcam_recipes::normalize::ExcludeFilter;
@@ -12,9 +14,7 @@ use dishcam_recipes::RecipeIndex;
 use dishcam_runtime::backend::onnxruntime::{BareSession, OrtBackend};
 use dishcam_runtime::backend::{Backend, BackendKind, ModelSpec, Session, SessionOptions};
 use dishcam_runtime::head::{read_labels, Classifier};
-use dishcam_runtime::image_io::{decode_bytes, DecodeOptions};
 use dishcam_runtime::pipeline::FrameClassifier;
-use dishcam_runtime::source::{Frame, FrameSource, Next, SourceError};
 use dishcam_runtime::tensor::TensorRef;
 use dishcam_runtime::{DishClassifier, DishOptions, FusionHead, LoadOptions, RuntimeError};
 

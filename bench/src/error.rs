@@ -1,9 +1,9 @@
 //! What can stop a benchmark run. Each error names the input, the configuration or the file,
 //! and the fix where there is one.
 
+use dishcam_capture::decode::ImageError;
 use dishcam_models::{HeadLookupError, PackError};
 use dishcam_runtime::backend::BackendError;
-use dishcam_runtime::image_io::ImageError;
 use dishcam_runtime::pipeline::PipelineError;
 use dishcam_runtime::RuntimeError;
 

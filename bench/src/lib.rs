@@ -6,9 +6,9 @@
 //! memory are measured in child processes of the `dishcam` binary.
 //!
 //! Owns: [`run`] (the harness), [`engine`] (one configuration's columns), [`report`] (JSON and
-//! Markdown), [`plot`] (SVG), [`startup`]. May import `dishcam-models`, `dishcam-runtime`,
-//! `dishcam-eval` (LoadGen statistics), `dishcam-recipes` and `dishcam-board`; only the binary
-//! imports it.
+//! Markdown), [`plot`] (SVG), [`startup`]. May import `dishcam-models`, `dishcam-capture`,
+//! `dishcam-runtime`, `dishcam-eval` (LoadGen statistics), `dishcam-recipes` and
+//! `dishcam-board`; only the binary imports it.
 
 pub mod engine;
 pub mod error;

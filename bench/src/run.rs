@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use dishcam_capture::decode::{decode_bytes, DecodeOptions};
 use dishcam_eval::loadgen::Minimums;
 use dishcam_models::{Home, Pack, Precision};
 use dishcam_runtime::backend::{self, Backend, BackendError, BackendKind};
-use dishcam_runtime::image_io::{decode_bytes, DecodeOptions};
 use dishcam_runtime::pack_recipes::open_index;
 use dishcam_runtime::pipeline::{Pipeline, PipelineConfig};
 
@@ -326,7 +326,7 @@ fn list_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 
 /// Eight 640x480 JPEGs of the synthetic scenes (decode cost is real; the content is not food).
 fn generate_photos(dir: &Path) -> Result<()> {
-    use dishcam_runtime::source::{render_pattern, SCENES};
+    use dishcam_capture::{render_pattern, SCENES};
     std::fs::create_dir_all(dir)?;
     for i in 0..8u32 {
         let (w, h) = (640u32, 480u32);

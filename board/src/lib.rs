@@ -9,6 +9,8 @@
 //! - [`tegrastats`] and [`nvpmodel`]: Jetson tools, pure parsers plus their command runners.
 //! - [`procfs`], [`thermal`], [`rapl`]: Linux readers behind [`LinuxTelemetry`].
 //! - [`sampler`]: a thread that samples into a bounded ring and summarises it.
+//!
+//! It imports no other dishcam crate; the benchmark and the binary (watch, board info) import it.
 
 pub mod error;
 pub mod nvpmodel;

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use dishcam_capture::decode::{decode_file, DecodeOptions};
 use dishcam_models::manifest::PackFile;
 use dishcam_models::pack::{sha256_file, write_atomic, write_pack_file, OverlayManifest};
 use dishcam_models::{Pack, PackError, Precision};
@@ -18,7 +19,6 @@ use dishcam_runtime::backend::{self, Backend, BackendError, BackendKind, Session
 use dishcam_runtime::dataset::{is_holdout, stable_hash, DatasetError};
 use dishcam_runtime::embedder::Progress;
 use dishcam_runtime::head::Classifier;
-use dishcam_runtime::image_io::{decode_file, DecodeOptions};
 use dishcam_runtime::{ImageEncoder, LoadOptions, RuntimeError, TextEncoder};
 use image::RgbImage;
 use serde::Serialize;

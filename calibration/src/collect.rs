@@ -5,10 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use dishcam_imageproc::preprocess::Preprocessor;
 use dishcam_models::manifest::{DType, ImageEncoder, TensorSpec};
 use dishcam_models::Precision;
 use dishcam_runtime::backend::{Backend, ModelSpec, Session, SessionOptions};
-use dishcam_runtime::preprocess::Preprocessor;
 use dishcam_runtime::tensor::TensorRef;
 use dishcam_runtime::RuntimeError;
 use image::RgbImage;

@@ -17,7 +17,8 @@
 //!   the tables, rank layer sensitivity, check every int8 variant against fp32 on held-out
 //!   photos, time them, and write the artefacts and the report into the pack's overlay.
 //!
-//! May import `dishcam-models` and `dishcam-runtime`; imported by the installer and the binary.
+//! May import `dishcam-models`, `dishcam-imageproc`, `dishcam-capture` and `dishcam-runtime`;
+//! imported by the installer and the binary.
 
 pub mod amax;
 pub mod artefacts;

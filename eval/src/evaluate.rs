@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use dishcam_capture::decode::DecodeOptions;
 use dishcam_models::manifest::HeadKind;
 use dishcam_models::pack::write_atomic;
 use dishcam_models::{HeadInput, HeadLookupError, Pack, PackError};
@@ -25,7 +26,6 @@ use dishcam_runtime::dataset::{
 };
 use dishcam_runtime::embedder::Embedder;
 use dishcam_runtime::head::read_labels;
-use dishcam_runtime::image_io::DecodeOptions;
 use dishcam_runtime::{DishClassifier, DishOptions, LoadOptions, RuntimeError};
 use serde_json::{json, Value};
 

@@ -5,9 +5,9 @@
 //! photos and texts, and image <-> recipe retrieval), [`loadgen`] (MLPerf LoadGen-style tail
 //! latency estimates and run validity) and [`timing`] (per-stage latency samples).
 //!
-//! May import `dishcam-models`, `dishcam-runtime` (the dish chain it scores) and
-//! `dishcam-recipes` (retrieval metrics); imported by `dishcam-heads`, the benchmark and the
-//! binary.
+//! May import `dishcam-models`, `dishcam-capture` (decode options), `dishcam-runtime` (the dish
+//! chain it scores) and `dishcam-recipes` (retrieval metrics); imported by `dishcam-heads`, the
+//! benchmark and the binary.
 
 pub mod evaluate;
 pub mod loadgen;

@@ -5,11 +5,11 @@
 
 use std::path::Path;
 
+use dishcam_capture::decode::{decode_bytes, DecodeOptions};
+use dishcam_imageproc::preprocess::Preprocessor;
 use dishcam_models::manifest::{ColourOrder, Crop, Interpolation, Layout, Preprocess};
 use dishcam_models::pack::parse_manifest;
 use dishcam_recipes::{embedding_text, import_bytes, Format, Recipe};
-use dishcam_runtime::image_io::{decode_bytes, DecodeOptions};
-use dishcam_runtime::preprocess::Preprocessor;
 
 /// The `lite` pack's image preprocessing (224x224, centre crop 0.875, values in [-1, 1]), with the
 /// interpolation, crop, layout and colour order picked by `sel` so every branch is reached.

@@ -4,8 +4,8 @@
 //! pack's overlay).
 //!
 //! Owns: [`fit`] (the maths), [`exemplars`], [`teach`] (the whole teaching job). May import
-//! `dishcam-models` and `dishcam-runtime` (the encoders, through the cached embedder); nothing
-//! of ours imports it but the installers and the `dishcam` binary.
+//! `dishcam-models`, `dishcam-capture` (decode options), `dishcam-runtime` (the encoders, through
+//! the cached embedder) and `dishcam-eval` (held-out metrics); only the binary imports it.
 
 pub mod error;
 pub mod exemplars;

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use dishcam_capture::decode::DecodeOptions;
 use dishcam_eval::Metrics;
 use dishcam_models::manifest::{Head, HeadKind, LateFusion, PackFile, Precision, Variant};
 use dishcam_models::onnx::encode;
@@ -26,7 +27,6 @@ use dishcam_runtime::dataset::{
 use dishcam_runtime::embedder::Embedder;
 use dishcam_runtime::fusion::{early_features, late_scores};
 use dishcam_runtime::head::{read_labels, HeadModel};
-use dishcam_runtime::image_io::DecodeOptions;
 use dishcam_runtime::LoadOptions;
 use serde_json::{json, Value};
 

@@ -4,7 +4,8 @@
 //! scale benchmark.
 //!
 //! The crate is encoder-agnostic: embeddings come in as `&[f32]` rows and the text encoder is named by
-//! an identity string stored in (and checked against) the index.
+//! an identity string stored in (and checked against) the index. It imports no other dishcam
+//! crate; the runtime (a pack's recipe index), eval (retrieval) and the installer import it.
 
 #![warn(missing_docs)]
 

@@ -3,8 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use image::RgbImage;
-
 /// One photo with its class (the folder name) and id (the file stem).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LabelledImage {
@@ -122,15 +120,6 @@ pub fn pick_title<'a, T>(photo_id: &str, candidates: &'a [T]) -> Option<&'a T> {
     candidates.get((stable_hash(photo_id) % candidates.len() as u64) as usize)
 }
 
-/// The centred square of `img`, resized to `px` x `px` (bilinear): how Food-101's 64 px set was
-/// made from the originals (checked against shared ids: mean abs difference ~5 levels).
-pub fn degrade(img: &RgbImage, px: u32) -> RgbImage {
-    let (w, h) = img.dimensions();
-    let s = w.min(h);
-    let square = image::imageops::crop_imm(img, (w - s) / 2, (h - s) / 2, s, s).to_image();
-    image::imageops::resize(&square, px, px, image::imageops::FilterType::Triangle)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,23 +156,6 @@ mod tests {
         assert!((3_600..4_400).contains(&n), "{n}");
         assert_eq!(is_holdout("1005649", 0.2), is_holdout("1005649", 0.2));
         assert!(!is_holdout("x", 0.0) && is_holdout("x", 1.0));
-    }
-
-    #[test]
-    fn degrade_takes_the_centre_square() {
-        let img = RgbImage::from_fn(300, 100, |x, _| {
-            if (100..200).contains(&x) {
-                image::Rgb([200, 0, 0])
-            } else {
-                image::Rgb([0, 0, 200])
-            }
-        });
-        let small = degrade(&img, 10);
-        assert_eq!(small.dimensions(), (10, 10));
-        assert!(
-            small.pixels().all(|p| p.0 == [200, 0, 0]),
-            "the blue sides were cropped away"
-        );
     }
 }
 

@@ -24,7 +24,7 @@ use crate::encoder::{ImageEncoder, LoadOptions, TextEncoder};
 use crate::error::RuntimeError;
 use crate::head::{read_labels, Classifier};
 use crate::pipeline::FrameClassifier;
-use crate::source::Frame;
+use dishcam_capture::Frame;
 
 /// Pixels -> the vector a head reads: the image encoder's preprocessing into a reused buffer,
 /// the encoder, and the output the head reads (the embedding, or an output such as ImageNet
@@ -308,6 +308,13 @@ impl DishClassifier {
         self.fusion.as_ref().map(|f| (&f.head, f.labels.as_slice()))
     }
 
+    /// The head the next photo goes through (the fusion head when a text context is set and one
+    /// was loaded, else [`DishClassifier::head`]) and its labels.
+    pub fn answering(&self) -> (&Head, &[String]) {
+        let loaded = self.active();
+        (&loaded.head, &loaded.labels)
+    }
+
     /// Why no fusion head was loaded, when none was.
     pub fn fusion_missing(&self) -> Option<&str> {
         self.fusion_missing.as_deref()
@@ -371,23 +378,15 @@ impl DishClassifier {
         let t0 = Instant::now();
         self.run_photo()?;
         let t1 = Instant::now();
-        let fused = self.uses_fusion();
-        let photo = self.photo.as_ref().expect("run_photo checked it");
-        let loaded = if fused {
-            self.fusion.as_mut().expect("uses_fusion checked it")
-        } else {
-            &mut self.main
-        };
-        self.probs.resize(loaded.labels.len(), 0.0);
-        probabilities(
-            loaded,
-            Some(photo.last_output(fused)),
-            self.context.as_deref(),
-            self.temperature,
-            &mut self.probs,
-        )?;
+        // Moved out and back so that the head can borrow `self`; no allocation once sized.
+        let mut probs = std::mem::take(&mut self.probs);
+        probs.resize(self.active().labels.len(), 0.0);
+        let ranked = self.rank_photo_into(&mut probs);
+        self.probs = probs;
+        ranked?;
         let top = top_k(&self.probs, k);
         let t2 = Instant::now();
+        let loaded = self.active();
         Ok(Answer {
             head: &loaded.head,
             labels: &loaded.labels,
@@ -464,9 +463,43 @@ impl DishClassifier {
         self.context.is_some() && self.fusion.is_some()
     }
 
+    /// The head the next photo goes through: the fusion head with a text context, else the head.
+    fn active(&self) -> &LoadedHead {
+        match &self.fusion {
+            Some(f) if self.context.is_some() => f,
+            _ => &self.main,
+        }
+    }
+
     /// Runs the image encoder on the preprocessed input.
     fn run_photo(&mut self) -> Result<(), RuntimeError> {
         self.photo_mut()?.run().map(|_| ())
+    }
+
+    /// The active head's probabilities for the last encoded photo, into `out` (one per class).
+    fn rank_photo_into(&mut self, out: &mut [f32]) -> Result<(), RuntimeError> {
+        let fused = self.uses_fusion();
+        let photo = self.photo.as_ref().expect("run_photo checked it");
+        let loaded = if fused {
+            self.fusion.as_mut().expect("uses_fusion checked it")
+        } else {
+            &mut self.main
+        };
+        if loaded.labels.len() != out.len() {
+            return Err(RuntimeError::OutputSize {
+                model: format!("head '{}'", loaded.head.name),
+                output: "probabilities".into(),
+                got: loaded.labels.len(),
+                want: out.len(),
+            });
+        }
+        probabilities(
+            loaded,
+            Some(photo.last_output(fused)),
+            self.context.as_deref(),
+            self.temperature,
+            out,
+        )
     }
 }
 
@@ -509,28 +542,6 @@ impl FrameClassifier for DishClassifier {
     /// allocated per frame for image and text heads on onnxruntime once warm.
     fn classify(&mut self, probs: &mut [f32]) -> Result<(), RuntimeError> {
         self.run_photo()?;
-        let fused = self.uses_fusion();
-        let photo = self.photo.as_ref().expect("run_photo checked it");
-        let image = photo.last_output(fused);
-        let loaded = if fused {
-            self.fusion.as_mut().expect("uses_fusion checked it")
-        } else {
-            &mut self.main
-        };
-        if loaded.labels.len() != probs.len() {
-            return Err(RuntimeError::OutputSize {
-                model: format!("head '{}'", loaded.head.name),
-                output: "probabilities".into(),
-                got: loaded.labels.len(),
-                want: probs.len(),
-            });
-        }
-        probabilities(
-            loaded,
-            Some(image),
-            self.context.as_deref(),
-            self.temperature,
-            probs,
-        )
+        self.rank_photo_into(probs)
     }
 }

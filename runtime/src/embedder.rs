@@ -19,11 +19,12 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use sha2::{Digest, Sha256};
 
-use crate::dataset::{degrade, LabelledImage};
+use crate::dataset::LabelledImage;
 use crate::dish::PhotoEncoder;
 use crate::error::RuntimeError;
-use crate::image_io::{decode_file, DecodeOptions};
 use crate::{Backend, LoadOptions, TextEncoder};
+use dishcam_capture::decode::{decode_file, DecodeOptions};
+use dishcam_imageproc::degrade;
 
 /// Progress of a long job, reported by the library and shown by the caller (the CLI draws a
 /// bar; tests and servers ignore it).

@@ -9,9 +9,9 @@ use image::RgbImage;
 
 use crate::backend::{Backend, BackendKind, ModelSpec, Session, SessionOptions};
 use crate::error::RuntimeError;
-use crate::preprocess::Preprocessor;
 use crate::tensor::TensorRef;
 use crate::tokenize::{Encoding, TextTokenizer};
+use dishcam_imageproc::preprocess::Preprocessor;
 
 /// How encoders are loaded.
 #[derive(Debug, Clone)]

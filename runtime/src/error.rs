@@ -10,9 +10,9 @@ pub enum RuntimeError {
     #[error(transparent)]
     Backend(#[from] crate::backend::BackendError),
     #[error(transparent)]
-    Image(#[from] crate::image_io::ImageError),
+    Image(#[from] dishcam_capture::decode::ImageError),
     #[error(transparent)]
-    Preprocess(#[from] crate::preprocess::PreprocessError),
+    Preprocess(#[from] dishcam_imageproc::preprocess::PreprocessError),
     #[error(transparent)]
     Tokenize(#[from] crate::tokenize::TokenizeError),
     #[error("pack '{pack}' has no {part}; use a pack that has one")]

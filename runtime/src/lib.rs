@@ -1,9 +1,13 @@
-//! dishcam runtime: backends, preprocessing, tokenisation, encoders, heads, fusion, and
-//! [`DishClassifier`], the one chain from pixels (and an optional text) to ranked dishes, with
-//! the live pipeline and smoothing around it.
+//! dishcam runtime: inference backends (onnxruntime, tract, TensorRT) behind one trait,
+//! tokenisation, encoders, heads and fusion, and [`DishClassifier`], the one chain from pixels
+//! (and an optional text) to ranked dishes with stage times, with the live pipeline and
+//! smoothing around it. Also the cached parallel [`embedder`] that teach and eval use, and the
+//! pack's recipe index ([`pack_recipes`]).
 //!
-//! Pure computation (crop, resize, normalise, softmax, top-k) lives in free functions that tests
-//! call without files; decoding and model loading sit at the edges.
+//! Pure computation (softmax, top-k, fusion) lives in free functions that tests call without
+//! files; model loading sits at the edges. May import `dishcam-models`, `dishcam-imageproc`,
+//! `dishcam-capture` and `dishcam-recipes`; imported by eval, heads, calibration, bench, the
+//! installer and the binary.
 
 pub mod backend;
 pub mod classify;
@@ -14,13 +18,9 @@ pub mod encoder;
 pub mod error;
 pub mod fusion;
 pub mod head;
-pub mod image_io;
 pub mod pack_recipes;
 pub mod pipeline;
-pub mod preprocess;
-pub mod resize;
 pub mod smoothing;
-pub mod source;
 pub mod tensor;
 pub mod tokenize;
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::RuntimeError;
 use crate::smoothing::{DishEvent, Smoother, SmoothingConfig, SmoothingError};
-use crate::source::{Frame, FrameSource, Next, SourceError};
+use dishcam_capture::{Frame, FrameSource, Next, SourceError};
 
 /// Classes reported per frame.
 pub const TOP: usize = 5;

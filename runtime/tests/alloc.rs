@@ -7,10 +7,10 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use dishcam_capture::{self as source, SourceOptions};
 use dishcam_models::{Home, Pack, Precision};
 use dishcam_runtime::backend::{self, BackendKind, SessionOptions};
 use dishcam_runtime::pipeline::{Pipeline, PipelineConfig};
-use dishcam_runtime::source::{self, SourceOptions};
 use dishcam_runtime::{DishClassifier, DishOptions, LoadOptions};
 
 struct Counting;

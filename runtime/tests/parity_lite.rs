@@ -24,9 +24,9 @@
 
 mod support;
 
+use dishcam_capture::decode::{decode_file, DecodeOptions};
 use dishcam_models::Precision;
 use dishcam_runtime::backend::{backend, Backend, BackendError, BackendKind};
-use dishcam_runtime::image_io::{decode_file, DecodeOptions};
 use dishcam_runtime::{ImageEncoder, LoadOptions, RuntimeError, TextEncoder};
 use support::*;
 

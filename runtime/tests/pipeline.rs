@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+use dishcam_capture::{self as source, Frame, SourceOptions};
 use dishcam_runtime::pipeline::{FrameClassifier, FrameResult, Pipeline, PipelineConfig};
 use dishcam_runtime::smoothing::{DishEvent, SmoothingConfig};
-use dishcam_runtime::source::{self, Frame, SourceOptions};
 use dishcam_runtime::RuntimeError;
 
 /// Answers class `seq / period % 2` with certainty, after sleeping `work`.

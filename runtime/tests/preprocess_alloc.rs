@@ -4,8 +4,8 @@
 use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use dishcam_imageproc::preprocess::Preprocessor;
 use dishcam_models::manifest::{ColourOrder, Crop, Interpolation, Layout, Preprocess};
-use dishcam_runtime::preprocess::Preprocessor;
 
 /// Counts allocations made by the thread that has `COUNTING` set, so that the test harness's
 /// other threads do not disturb the count.

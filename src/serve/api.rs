@@ -52,7 +52,7 @@ impl IntoResponse for ApiError {
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
-        use dishcam_runtime::image_io::ImageError;
+        use dishcam_capture::decode::ImageError;
         match e {
             EngineError::Image(e) => {
                 let status = match e {
@@ -632,8 +632,8 @@ mod tests {
                 .iter()
                 .find(|(n, _, _)| n == "image")
                 .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "no `image` file field"))?;
-            let decode = dishcam_runtime::image_io::DecodeOptions::default();
-            dishcam_runtime::image_io::decode_bytes(bytes, file, &decode)
+            let decode = dishcam_capture::decode::DecodeOptions::default();
+            dishcam_capture::decode::decode_bytes(bytes, file, &decode)
                 .map_err(|e| ApiError::from(EngineError::Image(e)))?;
             Ok("decoded")
         }

@@ -4,9 +4,9 @@
 
 use std::time::Instant;
 
+use dishcam_capture::decode::{decode_bytes, DecodeOptions, ImageError};
 use dishcam_models::HeadInput;
 use dishcam_recipes::{ExcludeFilter, Recipe, RecipeIndex, SearchParams};
-use dishcam_runtime::image_io::{decode_bytes, DecodeOptions, ImageError};
 use dishcam_runtime::pack_recipes::{dish_recipes, open_index, SUGGESTED};
 use dishcam_runtime::{DishClassifier, DishOptions, FusionHead};
 use serde_json::{json, Value};

@@ -8,9 +8,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use dishcam_capture::{self as source, Frame, SourceOptions};
 use dishcam_runtime::pack_recipes::{dish_recipes, open_index, SUGGESTED};
 use dishcam_runtime::pipeline::{FrameClassifier, Pipeline, PipelineConfig, Received};
-use dishcam_runtime::source::{self, Frame, SourceOptions};
 use dishcam_runtime::{DishOptions, RuntimeError};
 use serde_json::json;
 

@@ -8,9 +8,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
+use dishcam_capture::decode::decode_bytes;
 use dishcam_heads::TeachRequest;
 use dishcam_runtime::embedder::Silent;
-use dishcam_runtime::image_io::decode_bytes;
 use serde_json::{json, Value};
 
 use super::engine::{Engine, EngineError};

@@ -7,8 +7,8 @@ use std::sync::mpsc::{channel, Receiver};
 use std::time::Duration;
 
 use anyhow::Context;
+use dishcam_capture::Frame;
 use dishcam_runtime::pipeline::FrameClassifier;
-use dishcam_runtime::source::Frame;
 use dishcam_runtime::{DishClassifier, RuntimeError, TextEncoder};
 use serde_json::json;
 

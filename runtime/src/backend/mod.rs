@@ -216,6 +216,11 @@ pub trait Session: Send {
     /// Runs the model; `inputs` follow `ModelSpec::inputs`, outputs follow `ModelSpec::outputs`.
     fn run(&mut self, inputs: &[TensorRef<'_>]) -> Result<Vec<Tensor>, BackendError>;
 
+    /// The model's name in messages (its file).
+    fn model_name(&self) -> &str {
+        "model"
+    }
+
     /// Runs the model and writes each output, as f32, into `outputs` (in `ModelSpec::outputs`
     /// order, each slice exactly the output's size). This default goes through
     /// [`Session::run`] and copies; onnxruntime binds preallocated tensors on the first call
@@ -226,7 +231,7 @@ pub trait Session: Send {
         outputs: &mut [&mut [f32]],
     ) -> Result<(), BackendError> {
         let got = self.run(inputs)?;
-        copy_outputs("model", got, outputs)
+        copy_outputs(self.model_name(), got, outputs)
     }
 
     /// The device timings of the last successful run, for backends that measure them

@@ -192,13 +192,8 @@ impl Session for TractSession {
             .collect()
     }
 
-    fn run_into(
-        &mut self,
-        inputs: &[TensorRef<'_>],
-        outputs: &mut [&mut [f32]],
-    ) -> Result<(), BackendError> {
-        let got = self.run(inputs)?;
-        super::copy_outputs(&self.model, got, outputs)
+    fn model_name(&self) -> &str {
+        &self.model
     }
 }
 

@@ -1206,6 +1206,10 @@ fn f16_to_f32(h: u16) -> f32 {
 }
 
 impl Session for TensorRtSession {
+    fn model_name(&self) -> &str {
+        &self.model
+    }
+
     fn run(&mut self, inputs: &[TensorRef<'_>]) -> Result<Vec<Tensor>, BackendError> {
         super::check_inputs(&self.model, inputs, &self.input_shapes)?;
         self.last = None;

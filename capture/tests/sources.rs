@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use dishcam_runtime::source::{open, Flip, Frame, FrameSource, Next, SourceError, SourceOptions};
+use dishcam_capture::{open, Flip, Frame, FrameSource, Next, SourceError, SourceOptions};
 use image::{Rgb, RgbImage};
 
 const WAIT: Duration = Duration::from_secs(2);

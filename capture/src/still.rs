@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::image_io::{decode_file, DecodeOptions};
+use crate::decode::{decode_file, DecodeOptions};
 
 use super::glob::glob_match;
 use super::pace::Pacer;

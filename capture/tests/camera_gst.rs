@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use dishcam_runtime::source::{open, Flip, FrameSource, Next, SourceError, SourceOptions};
+use dishcam_capture::{open, Flip, FrameSource, Next, SourceError, SourceOptions};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 

@@ -1,4 +1,7 @@
-//! Frame sources: where pixels come from before preprocessing.
+//! dishcam capture: frame sources and where pixels come from before preprocessing. Owns photo
+//! decoding ([`decode`]: by content, EXIF orientation, a pixel limit), the sources and their URIs,
+//! camera capture (V4L2, GStreamer/CSI) and reconnecting. May import `dishcam-imageproc` (pixel
+//! formats, resizing); imported by the runtime and everything above it.
 //!
 //! A source is opened from a URI ([`open`]) and yields [`Frame`]s through [`FrameSource::next_frame`],
 //! which tells a frame, a timeout and the end of the stream apart. Every source owns one `Frame` and
@@ -16,11 +19,12 @@
 //!   camera through `nvarguscamerasrc`, or any GStreamer pipeline.
 
 mod camera;
+pub mod decode;
 mod glob;
 #[cfg(feature = "camera-gst")]
 mod gst;
 mod pace;
-pub mod pixfmt;
+pub use dishcam_imageproc::pixfmt;
 mod reconnect;
 mod shape;
 mod still;
@@ -33,7 +37,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::image_io::{ImageError, DEFAULT_MAX_PIXELS};
+use crate::decode::{ImageError, DEFAULT_MAX_PIXELS};
 
 pub use glob::glob_match;
 pub use pixfmt::{choose_format, PixelError, PixelFormat};

@@ -242,7 +242,7 @@ impl FrameSource for Reconnecting {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::{open, SourceOptions};
+    use crate::{open, SourceOptions};
 
     fn opts(max_attempts: Option<u32>) -> SourceOptions {
         SourceOptions {

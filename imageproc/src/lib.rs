@@ -1,0 +1,16 @@
+//! dishcam imageproc: pure pixel work over slices and images, with no files, models or
+//! threads. Owns [`preprocess`] (crop, resize, normalise into a caller's NCHW/NHWC buffer, as a
+//! pack's manifest describes), [`resize`] (separable resize that keeps its coefficient tables
+//! across frames), [`degrade`] (the centred low-resolution square of a training domain) and
+//! [`pixfmt`] (camera pixel formats to RGB).
+//!
+//! May import `dishcam-models`, for the preprocessing spec that is part of the pack schema;
+//! everything that handles pixels imports it.
+
+pub mod degrade;
+pub mod pixfmt;
+pub mod preprocess;
+pub mod resize;
+
+pub use degrade::degrade;
+pub use preprocess::{PreprocessError, Preprocessor};
