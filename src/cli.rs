@@ -72,7 +72,7 @@ impl EngineArgs {
                     .provider
                     .iter()
                     .map(|p| p.parse())
-                    .collect::<Result<_, String>>()
+                    .collect::<Result<_, dishcam_models::ParseError>>()
                     .map_err(anyhow::Error::msg)?,
                 spinning: false,
             },

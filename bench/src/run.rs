@@ -216,7 +216,7 @@ fn parse_precisions(pack: &Pack, names: &[String]) -> Result<Vec<Precision>> {
     let have: Vec<&str> = enc.variants.keys().map(|p| p.as_str()).collect();
     let mut out = Vec::new();
     for name in names {
-        let p: Precision = name.parse().map_err(|e: String| {
+        let p: Precision = name.parse().map_err(|e: dishcam_models::ParseError| {
             BenchError::Invalid(format!(
                 "{e}; the pack '{}' has: {}",
                 pack.manifest.name,
@@ -369,7 +369,10 @@ pub fn run(req: &BenchRequest, say: &dyn Fn(&str)) -> Result<BenchOutput> {
     if threads.contains(&0) {
         invalid!("--threads: thread counts must be at least 1");
     }
-    let optimization = args.optimization.parse().map_err(BenchError::Invalid)?;
+    let optimization = args
+        .optimization
+        .parse()
+        .map_err(|e: dishcam_models::ParseError| BenchError::Invalid(e.0))?;
     let decode = DecodeOptions {
         max_pixels: args.max_pixels,
     };

@@ -134,16 +134,16 @@ pub enum Flip {
 }
 
 impl std::str::FromStr for Flip {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = dishcam_imageproc::ParseError;
+    fn from_str(s: &str) -> Result<Self, dishcam_imageproc::ParseError> {
         match s {
             "none" => Ok(Flip::None),
             "h" | "horizontal" => Ok(Flip::Horizontal),
             "v" | "vertical" => Ok(Flip::Vertical),
             "both" | "180" => Ok(Flip::Both),
-            other => Err(format!(
+            other => Err(dishcam_imageproc::ParseError(format!(
                 "unknown flip '{other}' (expected none, h, v or both)"
-            )),
+            ))),
         }
     }
 }

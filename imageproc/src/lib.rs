@@ -13,4 +13,5 @@ pub mod preprocess;
 pub mod resize;
 
 pub use degrade::degrade;
+pub use dishcam_models::ParseError;
 pub use preprocess::{PreprocessError, Preprocessor};

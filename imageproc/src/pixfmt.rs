@@ -95,18 +95,18 @@ impl std::fmt::Display for PixelFormat {
 }
 
 impl std::str::FromStr for PixelFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = dishcam_models::ParseError;
+    fn from_str(s: &str) -> Result<Self, dishcam_models::ParseError> {
         match s.to_ascii_lowercase().as_str() {
             "yuyv" | "yuy2" => Ok(PixelFormat::Yuyv),
             "uyvy" => Ok(PixelFormat::Uyvy),
             "nv12" => Ok(PixelFormat::Nv12),
             "grey" | "gray" => Ok(PixelFormat::Grey),
             "mjpeg" | "mjpg" | "jpeg" => Ok(PixelFormat::Mjpeg),
-            other => Err(format!(
+            other => Err(dishcam_models::ParseError(format!(
                 "unknown pixel format '{other}' (expected {})",
                 FORMAT_NAMES
-            )),
+            ))),
         }
     }
 }
@@ -832,7 +832,7 @@ mod tests {
         }
         assert_eq!("YUY2".parse::<PixelFormat>(), Ok(PixelFormat::Yuyv));
         let e = "h264".parse::<PixelFormat>().unwrap_err();
-        assert!(e.contains("h264") && e.contains("mjpeg"), "{e}");
+        assert!(e.0.contains("h264") && e.0.contains("mjpeg"), "{e}");
     }
 
     #[test]

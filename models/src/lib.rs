@@ -11,5 +11,5 @@ pub mod manifest;
 pub mod onnx;
 pub mod pack;
 
-pub use manifest::{HeadInput, HeadLookupError, Manifest, Precision};
+pub use manifest::{HeadInput, HeadLookupError, Manifest, ParseError, Precision};
 pub use pack::{Home, Pack, PackError};

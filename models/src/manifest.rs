@@ -93,12 +93,16 @@ impl fmt::Display for Precision {
 }
 
 impl std::str::FromStr for Precision {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
         Precision::ALL
             .into_iter()
             .find(|p| p.as_str() == s)
-            .ok_or_else(|| format!("unknown precision '{s}' (expected fp32, fp16 or int8)"))
+            .ok_or_else(|| {
+                ParseError(format!(
+                    "unknown precision '{s}' (expected fp32, fp16 or int8)"
+                ))
+            })
     }
 }
 
@@ -384,6 +388,11 @@ pub struct LateFusion {
 fn one() -> f32 {
     1.0
 }
+
+/// A name that is not one of the values an option takes; the message lists them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub String);
 
 /// What a command classifies, which decides the kinds of head it can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

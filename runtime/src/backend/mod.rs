@@ -125,16 +125,16 @@ pub enum GraphOptimization {
 }
 
 impl std::str::FromStr for GraphOptimization {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = dishcam_models::ParseError;
+    fn from_str(s: &str) -> Result<Self, dishcam_models::ParseError> {
         match s {
             "disable" | "none" => Ok(GraphOptimization::Disable),
             "basic" => Ok(GraphOptimization::Basic),
             "extended" => Ok(GraphOptimization::Extended),
             "all" => Ok(GraphOptimization::All),
-            other => Err(format!(
+            other => Err(dishcam_models::ParseError(format!(
                 "unknown optimisation level '{other}' (expected disable, basic, extended or all)"
-            )),
+            ))),
         }
     }
 }
@@ -157,8 +157,8 @@ pub enum Provider {
 }
 
 impl std::str::FromStr for Provider {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = dishcam_models::ParseError;
+    fn from_str(s: &str) -> Result<Self, dishcam_models::ParseError> {
         match s {
             "cpu" => Ok(Provider::Cpu),
             "cuda" => Ok(Provider::Cuda { device: 0 }),
@@ -168,9 +168,9 @@ impl std::str::FromStr for Provider {
                 int8: false,
                 engine_cache: None,
             }),
-            other => Err(format!(
+            other => Err(dishcam_models::ParseError(format!(
                 "unknown execution provider '{other}' (expected cpu, cuda or tensorrt)"
-            )),
+            ))),
         }
     }
 }

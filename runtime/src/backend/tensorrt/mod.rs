@@ -135,15 +135,15 @@ pub enum Int8Source {
 }
 
 impl std::str::FromStr for Int8Source {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = dishcam_models::ParseError;
+    fn from_str(s: &str) -> Result<Self, dishcam_models::ParseError> {
         match s {
             "auto" => Ok(Int8Source::Auto),
             "qdq" => Ok(Int8Source::Qdq),
             "calibration-cache" | "cache" => Ok(Int8Source::CalibrationCache),
-            other => Err(format!(
+            other => Err(dishcam_models::ParseError(format!(
                 "unknown INT8 source '{other}' (expected auto, qdq or calibration-cache)"
-            )),
+            ))),
         }
     }
 }
