@@ -3,15 +3,18 @@
 //! Owns: [`metrics`] (accuracy, per-class accuracy, confusion matrix, NLL, expected calibration
 //! error, and their CSV/SVG/Markdown writers), [`evaluate`] (scoring a pack's head on labelled
 //! photos and texts, and image <-> recipe retrieval), [`loadgen`] (MLPerf LoadGen-style tail
-//! latency estimates and run validity) and [`timing`] (per-stage latency samples).
+//! latency estimates and run validity), [`timing`] (per-stage latency samples) and
+//! [`prometheus`] (latency histograms and counters in Prometheus' text format, for
+//! `dishcam serve`'s `/metrics`).
 //!
 //! May import `dishcam-models`, `dishcam-capture` (decode options), `dishcam-runtime` (the dish
-//! chain it scores) and `dishcam-recipes` (retrieval metrics); imported by `dishcam-heads`, the
+//! chain it scores), `dishcam-recipes` (retrieval metrics) and `dishcam-board` (telemetry); imported by `dishcam-heads`, the
 //! benchmark and the binary.
 
 pub mod evaluate;
 pub mod loadgen;
 pub mod metrics;
+pub mod prometheus;
 pub mod timing;
 
 pub use evaluate::{evaluate_head, evaluate_retrieval, EvalError, HeadEval, RetrievalEval, Split};

@@ -276,14 +276,14 @@ async fn healthz(State(state): State<Shared>) -> Json<Value> {
 async fn metrics(State(state): State<Shared>) -> Response {
     let text = {
         let live = lock(&state.live);
-        let numbers = super::metrics::LiveNumbers {
+        let numbers = dishcam_eval::prometheus::LiveNumbers {
             counts: live.counts,
             fps_in: live.fps_in,
             fps_out: live.fps_out,
         };
         drop(live);
         let sample = state.sampler.latest();
-        super::metrics::render(&lock(&state.metrics), Some(&numbers), sample.as_ref())
+        dishcam_eval::prometheus::render(&lock(&state.metrics), Some(&numbers), sample.as_ref())
     };
     (
         [(

@@ -7,7 +7,6 @@ mod api;
 mod assets;
 mod engine;
 mod live;
-mod metrics;
 mod state;
 mod teach;
 

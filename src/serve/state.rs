@@ -12,7 +12,7 @@ use tokio::sync::{broadcast, Semaphore};
 
 use super::engine::Engine;
 use super::live::LiveRunner;
-use super::metrics::Metrics;
+use dishcam_eval::prometheus::Metrics;
 
 /// Latency samples kept for the page's chart.
 pub const HISTORY: usize = 120;
