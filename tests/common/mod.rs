@@ -4,8 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub mod trt_mock;
-
 #[path = "../../runtime/tests/support/mod.rs"]
 mod support;
 pub use support::*;

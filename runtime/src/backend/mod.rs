@@ -1,5 +1,5 @@
 //! Inference backends behind one trait. Every backend loads an ONNX model into a [`Session`]
-//! that runs it on named inputs; the shared test suite in `tests/backends.rs` runs the same
+//! that runs it on named inputs; the shared test suite in `runtime/tests/backends.rs` runs the same
 //! problems on each backend compiled in.
 
 pub mod onnxruntime;

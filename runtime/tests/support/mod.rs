@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 
 use dishcam_models::{Home, Pack};
 
+pub mod backend_suite;
+pub mod trt_mock;
+
 /// The workspace root (where `Cargo.lock` is), whichever crate's tests include this file.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

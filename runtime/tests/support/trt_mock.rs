@@ -8,7 +8,7 @@ use std::process::Command;
 /// `$CARGO_TARGET_TMPDIR/tensorrt-mock/<variant>/libdishcam_trt_bridge.so`. `None` (after a loud
 /// SKIPPED line) only when there is no C compiler; a compile error fails the test.
 pub fn mock_bridge(variant: &str, defines: &[&str]) -> Option<PathBuf> {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let repo = super::repo();
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join("tensorrt-mock")
         .join(variant);
