@@ -107,6 +107,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    #[cfg(all(unix, feature = "web"))]
+    let serving = matches!(cli.command, Command::Serve(_));
+    #[cfg(not(all(unix, feature = "web")))]
+    let serving = false;
+    if !serving {
+        quiet_on_closed_pipe();
+    }
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => log::LevelFilter::Error,
         (false, 0) => log::LevelFilter::Warn,
@@ -143,5 +150,17 @@ fn main() -> ExitCode {
             eprintln!("error: {}", cli::one_line(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Output into a closed pipe (`dishcam models info | head`) ends the process quietly, as it does
+/// for other Unix tools, instead of a panic in `println!`: Rust ignores SIGPIPE, so every write
+/// would fail with EPIPE. Not for `serve`, where a client that hangs up must not end the server.
+fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    // Safety: called at the start of main, before any thread is started; it only restores the
+    // default action of one signal.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

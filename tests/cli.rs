@@ -576,3 +576,35 @@ fn watch_text_from_a_growing_file_replaces_the_context() {
         "{lines:?}"
     );
 }
+
+/// Output into a pipe whose reader has gone (`dishcam models info | head`) ends the process
+/// quietly, as other Unix tools end, not with a panic in `println!`.
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    lite_pack();
+    for args in [
+        &["models", "info", "lite"][..],
+        &["recipes", "search", "noodle soup"][..],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dishcam"))
+            .args(args)
+            .env("DISHCAM_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run dishcam");
+        // The reader goes before the command has loaded anything, so its first line meets a
+        // closed pipe.
+        drop(child.stdout.take());
+        let o = child.wait_with_output().unwrap();
+        let err = stderr(&o);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            o.status.success() || o.status.signal() == Some(13),
+            "{args:?}: {:?} {err}",
+            o.status
+        );
+    }
+}
