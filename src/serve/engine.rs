@@ -111,22 +111,18 @@ impl Engine {
             }
             None => None,
         };
-        let answer = self.dish.classify(&img, TOP);
-        let (head_name, top, dish, probability, stages) = match answer {
-            Ok(a) => (
+        let answer = self.dish.classify(&img, TOP).map(|a| {
+            (
                 a.head.name.clone(),
                 top_json(&a.top, a.labels),
                 a.dish().map(str::to_string),
                 a.top.first().map(|s| s.probability),
                 a.timings,
-            ),
-            Err(e) => {
-                self.dish.set_text_embedding(None);
-                return Err(e.into());
-            }
-        };
+            )
+        });
         // The text belongs to this request alone.
         self.dish.set_text_embedding(None);
+        let (head_name, top, dish, probability, stages) = answer?;
         let recipes = match &dish {
             Some(d) => self.recipes_for(d),
             None => Vec::new(),
