@@ -11,6 +11,8 @@
 #   ./scripts/fit_lite_heads.sh single   # image head + text head -> install/assets/lite/heads/
 #   (rebuild, `dishcam models pull lite --force`)
 #   ./scripts/fit_lite_heads.sh fusion   # early + late fusion heads -> install/assets/lite/heads/
+#   ./scripts/fit_lite_heads.sh no-dish  # the no-dish check's thresholds -> install/assets/lite/
+# (`no-dish` reads the photos as they come, so it does not depend on the heads.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${DISHCAM_DATA:-../shared/data}
@@ -20,8 +22,11 @@ mkdir -p "$OUT"
 
 case "${1:-}" in
 single)
-  # All 101 classes at one degradation (64 px centred squares, as the 64 px set was made), so
-  # the 10 classes that also have full-size photos cannot be told apart by sharpness.
+  # Every photo prepared the way the 64 px set was made (centred square, bicubic to 64 px, JPEG
+  # q75 4:2:0: `--degrade 64`, JPEG quality 75 by default), the set's own files included (a
+  # no-op resize, a second JPEG pass), so the 10 classes that also have full-size photos cannot
+  # be told apart by how their photos were made. head.json records the preparation and every
+  # command serves photos through it (`dishcam eval probe` checks the two sources match).
   "$BIN" teach --pack lite \
     --images "$D/food101-64px/train" --images "$D/food101-10class/train" \
     --classes "$D/food101/meta/classes.txt" --degrade 64 --holdout 0.2 \
@@ -38,8 +43,15 @@ fusion)
     --image-head food101 --text-head food101-text \
     --max-iters 100 --name food101-fusion --out "$OUT" --json
   ;;
+no-dish)
+  # Thresholds at 97 % food recall on the training split of both photo sets (full-size photos
+  # and, separately, thumbnails under 128 px); `eval no-dish --split holdout` then measures it.
+  "$BIN" eval no-dish --pack lite \
+    --food "$D/food101-64px/train" --food "$D/food101-10class/train" --split train \
+    --calibrate 0.97 --write install/assets/lite/no_dish.json
+  ;;
 *)
-  echo "usage: $0 single|fusion" >&2
+  echo "usage: $0 single|fusion|no-dish" >&2
   exit 2
   ;;
 esac

@@ -13,6 +13,8 @@ cd "$(dirname "$0")/.."
 # features for the binary alone and would compile tract a second time).
 cargo build -q --workspace --all-targets
 ./target/debug/dishcam models pull lite
+# Real photos without a dish (the scikit-image wheel's samples, pinned) for tests/no_dish.rs.
+./scripts/fetch_nonfood.sh >/dev/null
 status=0
 cargo nextest run --workspace --no-fail-fast "$@" || status=$?
 DISHCAM_BIN="$PWD/target/debug/dishcam" ./trainer/test.sh || status=$?

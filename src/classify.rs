@@ -9,12 +9,13 @@ use clap::Args;
 use dishcam_capture::decode::decode_file;
 use dishcam_eval::timing::Samples;
 use dishcam_models::HeadInput;
+use dishcam_runtime::classify::Scored;
 use dishcam_runtime::dish::label_of;
 use dishcam_runtime::pack_recipes::{dish_recipes, open_index, SUGGESTED};
-use dishcam_runtime::DishOptions;
-use serde_json::json;
+use dishcam_runtime::{DishOptions, NoDish};
+use serde_json::{json, Value};
 
-use crate::cli::{ms, print_json, recipes_json, round3, show, top_json, EngineArgs};
+use crate::cli::{ms, no_dish_json, print_json, recipes_json, round3, show, top_json, EngineArgs};
 
 #[derive(Args)]
 #[command(after_help = "Examples:
@@ -47,7 +48,12 @@ pub struct ClassifyArgs {
     engine: EngineArgs,
 }
 
-const STAGES: [&str; 5] = ["decode", "preprocess", "encode", "head", "total"];
+/// Timed stages, in `timings_ms` and the latency table; `check` is the no-dish check's own
+/// encoder run (zero when the check reads the head's run, or the pack has no check).
+const STAGES: [&str; 6] = ["decode", "preprocess", "encode", "check", "head", "total"];
+/// Index of `check` in [`STAGES`], and of `total`.
+const CHECK: usize = 3;
+const TOTAL: usize = 5;
 
 pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
     if args.repeat == 0 {
@@ -92,6 +98,8 @@ fn classify_photos(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
         ms(t_load.elapsed())
     );
     let decode = args.engine.decode_options();
+    // The text output shows the check's time only when the pack runs one.
+    let checked = dish.no_dish_check().is_some();
     let mut failures = 0;
     for path in &args.images {
         let mut samples: Vec<Samples> = vec![Samples::default(); STAGES.len()];
@@ -108,14 +116,17 @@ fn classify_photos(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
             let decoded = t0.elapsed();
             let answer = dish.classify(&img, args.top)?;
             let t = answer.timings;
-            for (s, d) in
-                samples
-                    .iter_mut()
-                    .zip([decoded, t.preprocess, t.encode, t.head, t0.elapsed()])
-            {
+            for (s, d) in samples.iter_mut().zip([
+                decoded,
+                t.preprocess,
+                t.encode,
+                t.check,
+                t.head,
+                t0.elapsed(),
+            ]) {
                 s.push(d);
             }
-            result = Some(Ok((img.dimensions(), answer.top)));
+            result = Some(Ok((img.dimensions(), answer.top, answer.no_dish)));
         }
         match result.expect("repeat >= 1") {
             Err(e) => {
@@ -127,7 +138,7 @@ fn classify_photos(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
                 }
                 eprintln!("error: {e}");
             }
-            Ok(((w, h), top)) => {
+            Ok(((w, h), top, no_dish)) => {
                 let (head, labels) = dish.answering();
                 let last = |i: usize| {
                     samples[i].summary().map_or(0.0, |s| {
@@ -138,13 +149,14 @@ fn classify_photos(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
                         }
                     })
                 };
-                let recipes = match top.first() {
-                    Some(best) => recipes_json(&dish_recipes(
+                // A photo with no dish suggests no recipe.
+                let recipes = match (top.first(), &no_dish) {
+                    (Some(best), None) => recipes_json(&dish_recipes(
                         recipe_index.as_ref(),
                         &label_of(labels, best.class),
                         SUGGESTED,
                     )),
-                    None => Vec::new(),
+                    _ => Vec::new(),
                 };
                 if args.json {
                     let mut latency = serde_json::Map::new();
@@ -164,10 +176,11 @@ fn classify_photos(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
                         "head": head.name,
                         "backend": dish.backend().as_str(),
                         "precision": dish.precision().as_str(),
-                        "top": top_json(&top, labels),
-                        "recipes": recipes,
                         "timings_ms": timings,
                     });
+                    if let Value::Object(v) = &mut v {
+                        v.extend(answer_json(&top, labels, no_dish.as_ref(), &recipes));
+                    }
                     if let (Some(text), Some(took)) = (&args.text, text_took) {
                         v["text"] = json!(text);
                         v["kind"] = json!(head.kind.as_str());
@@ -179,6 +192,9 @@ fn classify_photos(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
                     print_json(&v);
                 } else {
                     println!("{} ({w}x{h})", show(path));
+                    if let Some(n) = &no_dish {
+                        println!("  {n}");
+                    }
                     for (r, s) in top.iter().enumerate() {
                         println!(
                             "  {:>2}. {:<40} {:>6.2}%",
@@ -211,6 +227,9 @@ fn classify_photos(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
                             "stage", "median", "p90", "max"
                         );
                         for (i, stage) in STAGES.iter().enumerate() {
+                            if i == CHECK && !checked {
+                                continue;
+                            }
                             if let Some(s) = samples[i].summary() {
                                 println!(
                                     "    {:<11} {:>6.2} ms {:>6.2} ms {:>6.2} ms",
@@ -219,12 +238,17 @@ fn classify_photos(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
                             }
                         }
                     } else {
+                        let check = if checked {
+                            format!(", check {:.1} ms", last(CHECK))
+                        } else {
+                            String::new()
+                        };
                         println!(
-                            "  decode {:.1} ms, preprocess {:.1} ms, encode {:.1} ms, total {:.1} ms",
+                            "  decode {:.1} ms, preprocess {:.1} ms, encode {:.1} ms{check}, total {:.1} ms",
                             last(0),
                             last(1),
                             last(2),
-                            last(4)
+                            last(TOTAL)
                         );
                     }
                 }
@@ -236,6 +260,30 @@ fn classify_photos(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// What a photo shows, as `dishcam.classify/1` gives it: `dish` (the best class's label, null
+/// when the photo shows no dish), `no_dish` (null, or the check's score, threshold and reason),
+/// `top` and `recipes` (both empty when the photo shows no dish).
+fn answer_json(
+    top: &[Scored],
+    labels: &[String],
+    no_dish: Option<&NoDish>,
+    recipes: &[Value],
+) -> serde_json::Map<String, Value> {
+    let (top, recipes) = match no_dish {
+        Some(_) => (&[][..], &[][..]),
+        None => (top, recipes),
+    };
+    serde_json::Map::from_iter([
+        (
+            "dish".to_string(),
+            json!(top.first().map(|s| label_of(labels, s.class))),
+        ),
+        ("no_dish".to_string(), no_dish_json(no_dish)),
+        ("top".to_string(), top_json(top, labels)),
+        ("recipes".to_string(), json!(recipes)),
+    ])
 }
 
 /// `classify --text`: text -> text encoder -> text head.
@@ -261,6 +309,8 @@ fn classify_text(args: &ClassifyArgs, text: &str) -> anyhow::Result<ExitCode> {
             "head": answer.head.name,
             "backend": backend.as_str(),
             "precision": precision.as_str(),
+            "dish": answer.dish(),
+            "no_dish": no_dish_json(answer.no_dish.as_ref()),
             "top": top_json(&answer.top, answer.labels),
             "timings_ms": {"encode": round3(ms(encode)), "head": round3(ms(t.head)), "total": round3(ms(encode + t.head))},
         }));
@@ -276,4 +326,82 @@ fn classify_text(args: &ClassifyArgs, text: &str) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use dishcam_runtime::NoDishReason;
+
+    use super::*;
+
+    fn labels() -> Vec<String> {
+        ["pho", "ramen", "sushi"].map(String::from).to_vec()
+    }
+
+    fn top() -> Vec<Scored> {
+        vec![
+            Scored {
+                class: 1,
+                probability: 0.75,
+            },
+            Scored {
+                class: 0,
+                probability: 0.25,
+            },
+        ]
+    }
+
+    #[test]
+    fn a_photo_with_no_dish_has_a_null_dish_the_check_and_no_recipes() {
+        let recipes = [json!({"id": "r1", "title": "Tonkotsu ramen"})];
+        let not_food = NoDish {
+            score: 0.125,
+            threshold: 0.5,
+            reason: NoDishReason::NotFood,
+        };
+        // A top and recipes handed in by mistake are not shown beside "no dish".
+        let v = Value::Object(answer_json(&top(), &labels(), Some(&not_food), &recipes));
+        assert_eq!(
+            v,
+            json!({
+                "dish": null,
+                "no_dish": {"score": 0.125, "threshold": 0.5, "reason": "not-food"},
+                "top": [],
+                "recipes": [],
+            })
+        );
+        let too_small = NoDish {
+            score: 0.0,
+            threshold: 0.25,
+            reason: NoDishReason::TooSmall {
+                side: 1,
+                min_side: 32,
+            },
+        };
+        let v = Value::Object(answer_json(&[], &labels(), Some(&too_small), &[]));
+        assert_eq!(
+            v["no_dish"],
+            json!({"score": 0.0, "threshold": 0.25, "reason": "too-small"})
+        );
+        assert_eq!(v["dish"], Value::Null);
+        assert_eq!(v["recipes"], json!([]));
+    }
+
+    #[test]
+    fn a_photo_with_a_dish_names_it_with_a_null_no_dish() {
+        let recipes = [json!({"id": "r1", "title": "Tonkotsu ramen"})];
+        let v = Value::Object(answer_json(&top(), &labels(), None, &recipes));
+        assert_eq!(
+            v,
+            json!({
+                "dish": "ramen",
+                "no_dish": null,
+                "top": [
+                    {"rank": 1, "class": 1, "label": "ramen", "probability": 0.75},
+                    {"rank": 2, "class": 0, "label": "pho", "probability": 0.25},
+                ],
+                "recipes": [{"id": "r1", "title": "Tonkotsu ramen"}],
+            })
+        );
+    }
 }

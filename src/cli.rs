@@ -13,7 +13,7 @@ use dishcam_recipes::Hit;
 use dishcam_runtime::backend::{self, Backend, BackendChoice, SessionOptions};
 use dishcam_runtime::classify::Scored;
 use dishcam_runtime::embedder::{default_cache_dir, Embedder, Progress};
-use dishcam_runtime::{DishClassifier, DishOptions, LoadOptions};
+use dishcam_runtime::{DishClassifier, DishOptions, LoadOptions, NoDish};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -43,6 +43,10 @@ pub struct EngineArgs {
     /// Largest photo accepted, in pixels; larger ones are refused from their header.
     #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
     pub max_pixels: u64,
+    /// Name a dish for every photo: skip the pack's no-dish check (for a camera that only ever
+    /// sees food, or a head taught on photos the check does not take for food).
+    #[arg(long)]
+    pub no_dish_check: bool,
 }
 
 impl EngineArgs {
@@ -83,11 +87,15 @@ impl EngineArgs {
     pub fn dish_classifier(&self, options: &DishOptions<'_>) -> anyhow::Result<DishClassifier> {
         let pack = self.open_pack()?;
         let backend = self.backend()?;
+        let options = DishOptions {
+            no_dish_check: options.no_dish_check && !self.no_dish_check,
+            ..*options
+        };
         Ok(DishClassifier::load(
             &pack,
             backend,
             &self.load_options()?,
-            options,
+            &options,
         )?)
     }
 
@@ -162,6 +170,20 @@ pub fn top_json(top: &[Scored], labels: &[String]) -> serde_json::Value {
             })
         })
         .collect()
+}
+
+/// The `no_dish` object of `dishcam.classify/1` (also of `watch` events and the web API's):
+/// the photo's food score, the threshold it fell under and why (`not-food`, `too-small`); null
+/// when the photo shows a dish.
+pub fn no_dish_json(no_dish: Option<&NoDish>) -> serde_json::Value {
+    match no_dish {
+        Some(n) => json!({
+            "score": n.score,
+            "threshold": n.threshold,
+            "reason": n.reason.as_str(),
+        }),
+        None => serde_json::Value::Null,
+    }
 }
 
 /// Recipes for a dish as `classify`, `watch` and the live page list them: id and title.

@@ -41,7 +41,7 @@ pub fn run(what: &EmbedWhat) -> anyhow::Result<ExitCode> {
             let pack = engine.open_pack()?;
             let backend = engine.backend()?;
             let mut enc =
-                PhotoEncoder::load(&pack, backend.as_ref(), &engine.load_options()?, None)?;
+                PhotoEncoder::load(&pack, backend.as_ref(), &engine.load_options()?, None, None)?;
             let img = decode_file(image, &engine.decode_options())?;
             let e = enc.embed(&img)?;
             (e, json!({"image": show(image)}), *json, engine)

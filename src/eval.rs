@@ -1,11 +1,17 @@
-//! `dishcam eval classify|retrieval`: the options, the library call (`dishcam_eval`) and the
+//! `dishcam eval classify|no-dish|probe|retrieval`: the options, the library call (`dishcam_eval`) and the
 //! printed report.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
-use dishcam_eval::{evaluate_head, evaluate_retrieval, HeadEval, RetrievalEval, Split};
+use dishcam_eval::{
+    calibrate_no_dish, evaluate_head, evaluate_no_dish, evaluate_retrieval, HeadEval, NoDishEval,
+    RetrievalEval, Split,
+};
+use dishcam_models::HeadInput;
+use dishcam_runtime::dataset::{is_holdout, list_class_folders};
+use serde_json::json;
 
 use crate::cli::{print_json, show, Bar, EngineArgs};
 
@@ -13,6 +19,12 @@ use crate::cli::{print_json, show, Bar, EngineArgs};
 pub enum EvalCommand {
     /// Evaluate a head on folder-per-class photos, labelled texts, or both paired by class.
     Classify(EvalClassifyArgs),
+    /// "No dish": the share of food photos that keep a dish and of photos without one that are
+    /// answered "no dish", through the serving path; or calibrate the check's thresholds.
+    NoDish(EvalNoDishArgs),
+    /// The shortcut probe: how well a linear probe on encoder embeddings tells two sources of
+    /// the same photos apart (50 % = indistinguishable), both prepared as the head prepares them.
+    Probe(EvalProbeArgs),
     /// Image <-> recipe retrieval (medR, R@1/5/10 over bags of 1k and 10k pairs, H-T's
     /// protocol) for packs whose image and recipe embeddings share a space.
     Retrieval(EvalRetrievalArgs),
@@ -35,6 +47,73 @@ pub struct EvalRetrievalArgs {
     /// Seed of the bag sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    #[arg(long)]
+    no_cache: bool,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+#[derive(Args)]
+#[command(after_help = "Examples:
+  dishcam eval no-dish --food data/food101-64px/train --food data/food101-10class/train \\
+      --split holdout --non-food skimage-data/ --generated
+  dishcam eval no-dish --food data/food101-10class/train --split train --calibrate 0.97 \\
+      --write install/assets/lite/no_dish.json")]
+pub struct EvalNoDishArgs {
+    /// Folder-per-class food photos (repeatable): each should keep its dish.
+    #[arg(long, required = true)]
+    food: Vec<PathBuf>,
+    /// Folders of photos that show no dish (repeatable, searched recursively).
+    #[arg(long)]
+    non_food: Vec<PathBuf>,
+    /// Also generated frames with no dish: uniform colours, noise, gradients, colour bars, 1x1
+    /// and 1x4000.
+    #[arg(long)]
+    generated: bool,
+    /// Which food photos (by the hash split `teach --holdout` uses).
+    #[arg(long, value_enum, default_value = "all")]
+    split: SplitArg,
+    #[arg(long, default_value_t = 0.2)]
+    holdout: f64,
+    /// Image head (default: the pack's).
+    #[arg(long)]
+    head: Option<String>,
+    /// Calibrate instead: set the check's thresholds so that this share of the food photos
+    /// keeps its dish, and print (or --write) the check.
+    #[arg(long)]
+    calibrate: Option<f32>,
+    /// With --calibrate: write the calibrated check (JSON) here.
+    #[arg(long, requires = "calibrate")]
+    write: Option<PathBuf>,
+    #[arg(long)]
+    no_cache: bool,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+#[derive(Args)]
+#[command(after_help = "Examples:
+  dishcam eval probe --a data/food101-64px/train --b data/food101-10class/train")]
+pub struct EvalProbeArgs {
+    /// Folder-per-class photos of source A.
+    #[arg(long)]
+    a: PathBuf,
+    /// Folder-per-class photos of source B; photos with the same class and id as in A are paired.
+    #[arg(long)]
+    b: PathBuf,
+    /// Prepare photos as this head does (default: the pack's image head).
+    #[arg(long)]
+    head: Option<String>,
+    /// Prepare no photo (the sources as they come), to see the shortcut a head without a
+    /// preparation could learn.
+    #[arg(long)]
+    as_they_come: bool,
+    #[arg(long, default_value_t = 5)]
+    folds: usize,
     #[arg(long)]
     no_cache: bool,
     #[arg(long)]
@@ -73,9 +152,6 @@ pub struct EvalClassifyArgs {
     /// Hold-out fraction used by `teach` (only with --split holdout|train).
     #[arg(long, default_value_t = 0.2)]
     holdout: f64,
-    /// Degrade photos to a centred PX x PX square before encoding (as `teach --degrade`).
-    #[arg(long)]
-    degrade: Option<u32>,
     /// Override the head's softmax temperature (e.g. 1 to see calibration before scaling).
     #[arg(long)]
     temperature: Option<f32>,
@@ -94,6 +170,8 @@ pub struct EvalClassifyArgs {
 pub fn run(cmd: &EvalCommand, quiet: bool) -> anyhow::Result<ExitCode> {
     let args = match cmd {
         EvalCommand::Classify(args) => args,
+        EvalCommand::NoDish(args) => return no_dish(args, quiet),
+        EvalCommand::Probe(args) => return probe(args, quiet),
         EvalCommand::Retrieval(args) => return retrieval(args, quiet),
     };
     let req = HeadEval {
@@ -106,7 +184,6 @@ pub fn run(cmd: &EvalCommand, quiet: bool) -> anyhow::Result<ExitCode> {
             SplitArg::Train => Split::Train,
         },
         holdout: args.holdout,
-        degrade: args.degrade,
         temperature: args.temperature,
         decode: args.engine.decode_options(),
     };
@@ -136,9 +213,192 @@ pub fn run(cmd: &EvalCommand, quiet: bool) -> anyhow::Result<ExitCode> {
             report.nll.map_or("n/a".into(), |e| format!("{e:.4}")),
             ev.temperature
         );
+        let a = &ev.answers_inside;
+        println!(
+            "  answers inside the data's {} of {} classes: {:.1}% (chance {:.1}%)",
+            a.data_classes,
+            a.head_classes,
+            a.share * 100.0,
+            a.chance * 100.0
+        );
         if let Some(out) = &args.out {
             println!("  report written to {}", show(out));
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+impl SplitArg {
+    fn split(self) -> Split {
+        match self {
+            SplitArg::All => Split::All,
+            SplitArg::Holdout => Split::Holdout,
+            SplitArg::Train => Split::Train,
+        }
+    }
+}
+
+fn no_dish(args: &EvalNoDishArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let pack = args.engine.open_pack()?;
+    let backend = args.engine.backend()?;
+    let opts = args.engine.load_options()?;
+    let decode = args.engine.decode_options();
+    if let Some(recall) = args.calibrate {
+        let base = pack.manifest.no_dish.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "pack '{}' has no [no_dish] check to calibrate; add one to its manifest first",
+                pack.manifest.name
+            )
+        })?;
+        let split = args.split.split();
+        let mut food = Vec::new();
+        for dir in &args.food {
+            food.extend(
+                list_class_folders(dir)?
+                    .into_iter()
+                    .filter(|i| match split {
+                        Split::All => true,
+                        Split::Holdout => is_holdout(&i.id, args.holdout),
+                        Split::Train => !is_holdout(&i.id, args.holdout),
+                    }),
+            );
+        }
+        let bar = Bar::new(quiet);
+        let embedder = args
+            .engine
+            .embedder(&pack, backend.as_ref(), &bar, args.no_cache)?;
+        let (mut check, full, thumbs) =
+            calibrate_no_dish(&embedder, &food, &base, recall, &decode)?;
+        check.note = format!(
+            "thresholds keep {:.0}% of {full} full-size and {thumbs} thumbnail food photos ({} split of {}) by `dishcam eval no-dish --calibrate {recall}`",
+            recall * 100.0,
+            split.as_str(),
+            args.food.iter().map(|d| show(d)).collect::<Vec<_>>().join(", ")
+        );
+        let text = serde_json::to_string_pretty(&check)? + "\n";
+        match &args.write {
+            Some(path) => {
+                dishcam_models::pack::write_atomic(path, text.as_bytes())?;
+                println!(
+                    "threshold {:.4} (full size, {full} photos), {:.4} (thumbnails, {thumbs} photos) written to {}",
+                    check.threshold,
+                    check.thumbnail_threshold,
+                    show(path)
+                );
+            }
+            None => print!("{text}"),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let req = NoDishEval {
+        food: args.food.clone(),
+        non_food: args.non_food.clone(),
+        generated: args.generated,
+        split: args.split.split(),
+        holdout: args.holdout,
+        head: args.head.clone(),
+        decode,
+    };
+    let ev = evaluate_no_dish(&pack, backend, &opts, &req)?;
+    if args.json {
+        let mut v = serde_json::to_value(&ev)?;
+        v["schema"] = "dishcam.eval.no-dish/1".into();
+        print_json(&v);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let pct = |x: f64| format!("{:.1}%", x * 100.0);
+    match &ev.check {
+        Some(c) => println!(
+            "no-dish check: food score under {:.4} (photos {} px and up on the shorter side) or {:.4} (thumbnails), or under {} px: no dish",
+            c.threshold, c.thumbnail_below, c.thumbnail_threshold, c.min_side
+        ),
+        None => println!("pack '{}' has no no-dish check: every photo is answered with a dish", pack.manifest.name),
+    }
+    if let Some(p) = &ev.prepare {
+        println!("photo preparation: {p}");
+    }
+    for s in &ev.sets {
+        let what = if s.kind == "food" {
+            "kept a dish"
+        } else {
+            "answered no dish"
+        };
+        println!(
+            "  {:<9} {:>5} photos, {what}: {}  ({})",
+            s.kind,
+            s.photos,
+            pct(s.share),
+            s.set
+        );
+        for w in &s.wrong {
+            println!("            dish named: {w}");
+        }
+    }
+    if let Some(r) = ev.food_recall {
+        println!("food photos that kept a dish: {}", pct(r));
+    }
+    if let Some(r) = ev.non_food_rejection {
+        println!("photos without a dish answered \"no dish\": {}", pct(r));
+    }
+    println!(
+        "classify latency per photo: median {:.1} ms, p90 {:.1} ms",
+        ev.latency_ms_median, ev.latency_ms_p90
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn probe(args: &EvalProbeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let pack = args.engine.open_pack()?;
+    let backend = args.engine.backend()?;
+    let prepare = if args.as_they_come {
+        None
+    } else {
+        let head = pack
+            .manifest
+            .resolve_head(args.head.as_deref(), HeadInput::Photo)?;
+        pack.manifest.preparation_of(head)
+    };
+    let bar = Bar::new(quiet);
+    let embedder = args
+        .engine
+        .embedder(&pack, backend.as_ref(), &bar, args.no_cache)?;
+    let a = list_class_folders(&args.a)?;
+    let b = list_class_folders(&args.b)?;
+    let r = dishcam_heads::probe::source_probe(
+        &embedder,
+        &a,
+        &b,
+        prepare,
+        &args.engine.decode_options(),
+        args.folds,
+    )?;
+    let prep = r
+        .prepare
+        .clone()
+        .unwrap_or_else(|| "none (photos as they come)".into());
+    if args.json {
+        print_json(&json!({
+            "schema": "dishcam.eval.probe/1",
+            "a": show(&args.a),
+            "b": show(&args.b),
+            "pairs": r.pairs,
+            "folds": r.folds,
+            "accuracy": r.accuracy,
+            "fold_accuracy": r.fold_accuracy,
+            "prepare": r.prepare,
+        }));
+    } else {
+        println!(
+            "source probe: {} photo ids in both sets, prepared as {prep}",
+            r.pairs
+        );
+        println!(
+            "  held-out accuracy telling {} from {}: {:.1}% ({} folds by id; 50% = indistinguishable)",
+            show(&args.a),
+            show(&args.b),
+            r.accuracy * 100.0,
+            r.folds
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use dishcam_heads::{FusionMode, TeachRequest};
+use dishcam_models::manifest::{Interpolation, PhotoPreparation};
 use serde_json::{json, Value};
 
 use crate::cli::{print_json, show, Bar, EngineArgs};
@@ -39,10 +40,14 @@ pub struct TeachArgs {
     /// Fraction of ids held out for validation and temperature scaling (by a hash of the id).
     #[arg(long, default_value_t = 0.2)]
     holdout: f64,
-    /// Degrade every photo to a centred PX x PX square first (Food-101's 64 px set was made this
-    /// way; train all classes at one degradation so sharpness does not leak the class).
+    /// Prepare every photo as Food-101's 64 px set was made: the centred square, bicubic resize
+    /// to PX x PX, a JPEG round trip at --degrade-jpeg. Recorded in the head: classify, watch,
+    /// serve, bench and eval prepare every photo it reads the same way.
     #[arg(long)]
     degrade: Option<u32>,
+    /// JPEG quality of --degrade's round trip (0: none).
+    #[arg(long, default_value_t = 75, requires = "degrade")]
+    degrade_jpeg: u8,
     /// L2 penalty on standardised weights (with --add-to: on the distance from the old head).
     #[arg(long)]
     l2: Option<f64>,
@@ -94,7 +99,11 @@ impl TeachArgs {
             name: self.name.clone(),
             classes: self.classes.clone(),
             holdout: self.holdout,
-            degrade: self.degrade,
+            prepare: self.degrade.map(|size| PhotoPreparation {
+                size,
+                resize: Interpolation::Bicubic,
+                jpeg_quality: (self.degrade_jpeg > 0).then_some(self.degrade_jpeg),
+            }),
             l2: self.l2,
             max_iters: self.max_iters,
             exemplars: self.exemplars,

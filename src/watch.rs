@@ -15,13 +15,13 @@ use dishcam_eval::timing::Samples;
 use dishcam_models::HeadInput;
 use dishcam_runtime::pack_recipes::{dish_recipes, open_index, SUGGESTED};
 use dishcam_runtime::pipeline::{
-    FrameClassifier, FrameResult, Pipeline, PipelineConfig, Received, SavingClassifier,
+    Counts, FrameClassifier, FrameResult, Pipeline, PipelineConfig, Received, SavingClassifier,
 };
 use dishcam_runtime::smoothing::{DishEvent, SmoothingConfig};
 use dishcam_runtime::{DishOptions, FusionHead, TextEncoder};
 use serde_json::json;
 
-use crate::cli::{print_json, recipes_json, EngineArgs};
+use crate::cli::{no_dish_json, print_json, recipes_json, EngineArgs};
 
 mod text_context;
 
@@ -37,7 +37,8 @@ pub struct WatchArgs {
     /// One JSON object per line (schema `dishcam.watch/1`, see docs/cli-json.md).
     #[arg(long)]
     pub json: bool,
-    /// Stop after this many frames have been classified.
+    /// Stop after this many frames have been through inference (classified, or gated: the
+    /// encoder skipped for an unchanged scene).
     #[arg(long)]
     pub max_frames: Option<u64>,
     /// Skip the encoder when the scene changed less than this (mean absolute difference of a
@@ -76,6 +77,10 @@ pub struct WatchArgs {
     /// Smoothing: frames a dish must lead for before it is "settled".
     #[arg(long)]
     pub settle_frames: Option<u32>,
+    /// Smoothing: the smoothed probability a dish must reach to settle (default 0.6); it is
+    /// released below two thirds of this.
+    #[arg(long)]
+    pub settle_threshold: Option<f32>,
     /// Keep the frames the encoder runs on as PNG files in DIR (for `dishcam calibrate
     /// --images DIR` on this kitchen's light, or for teaching a dish).
     #[arg(long)]
@@ -126,6 +131,7 @@ pub fn run(args: &WatchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
                 Some(_) => FusionHead::Required(None),
                 None => FusionHead::No,
             },
+            no_dish_check: !args.engine.no_dish_check,
         },
     )?;
     if let Some(t) = &args.text {
@@ -174,6 +180,10 @@ pub fn run(args: &WatchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let mut smoothing = SmoothingConfig::default();
     if let Some(n) = args.settle_frames {
         smoothing.settle_frames = n;
+    }
+    if let Some(p) = args.settle_threshold {
+        smoothing.settle_threshold = p;
+        smoothing.release_threshold = p * 2.0 / 3.0;
     }
     let config = PipelineConfig {
         smoothing,
@@ -248,6 +258,11 @@ pub fn run(args: &WatchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
                 emitted - s.captured,
             ];
             for (i, d) in since_capture.into_iter().enumerate() {
+                // A gated frame was not preprocessed, encoded or classified: only its emit is
+                // timed, so the model's stages are not flattered by the frames it skipped.
+                if r.gated && i + 1 < STAGES.len() {
+                    continue;
+                }
                 samples[i].push(d);
                 // Without stats lines the window is never read or reset.
                 if args.stats_every > 0.0 {
@@ -265,7 +280,7 @@ pub fn run(args: &WatchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             let now = pipeline.counts();
             let secs = last_stats.elapsed().as_secs_f64();
             let fps_in = (now.captured - last_counts.captured) as f64 / secs;
-            let fps_out = (now.classified - last_counts.classified) as f64 / secs;
+            let fps_out = (through(&now) - through(&last_counts)) as f64 / secs;
             let telemetry = json!(sampler.latest());
             emit_stats(
                 args.json, quiet, "stats", fps_in, fps_out, &now, &window, telemetry,
@@ -283,7 +298,7 @@ pub fn run(args: &WatchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let counts = stopped?;
     let board = sampler.stop();
     let fps_in = counts.captured as f64 / elapsed.max(1e-9);
-    let fps_out = counts.classified as f64 / elapsed.max(1e-9);
+    let fps_out = through(&counts) as f64 / elapsed.max(1e-9);
     let telemetry = json!({
         "peak_rss_mb": board.peak_rss_mb,
         "mean_cpu_util": board.mean_cpu_util,
@@ -295,6 +310,12 @@ pub fn run(args: &WatchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         args.json, false, "summary", fps_in, fps_out, &counts, &samples, telemetry,
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Frames that have been through inference: classified (the encoder ran) or gated (skipped).
+/// `fps_out` counts these, so a static scene the gate skips still reads as keeping up.
+fn through(c: &Counts) -> u64 {
+    c.classified + c.gated
 }
 
 /// Prints `source_lost` and `source_back` for what the source went through since the last call;
@@ -379,6 +400,7 @@ fn emit_event(
             "seq": r.seq,
             "top": top,
             "recipes": suggestions,
+            "no_dish": no_dish_json(r.no_dish.as_ref()),
         }));
     } else {
         match (&dish, probability) {
@@ -392,7 +414,10 @@ fn emit_event(
                     .map(|t| format!(", recipe: {t}"))
                     .unwrap_or_default()
             ),
-            _ => println!("frame {}: {kind}", ev.frame()),
+            _ => match &r.no_dish {
+                Some(n) => println!("frame {}: {kind}: {n}", ev.frame()),
+                None => println!("frame {}: {kind}", ev.frame()),
+            },
         }
     }
 }
@@ -404,7 +429,7 @@ fn emit_stats(
     kind: &str,
     fps_in: f64,
     fps_out: f64,
-    counts: &dishcam_runtime::pipeline::Counts,
+    counts: &Counts,
     samples: &[Samples],
     telemetry: serde_json::Value,
 ) {
@@ -442,9 +467,13 @@ fn emit_stats(
             .iter()
             .find_map(|k| telemetry[k].as_f64())
             .map_or(String::new(), |p| format!(", {:.1} W", p / 1e3));
+        let errors = match counts.source_errors {
+            0 => String::new(),
+            n => format!(", {n} source errors"),
+        };
         eprintln!(
-            "{kind}: {fps_in:.1} fps in, {fps_out:.1} fps out, {} captured, {} dropped, {} gated, {} classified, capture->emit p90 {p90}{cpu}{power}",
-            counts.captured, counts.dropped, counts.gated, counts.classified
+            "{kind}: {fps_in:.1} fps in, {fps_out:.1} fps out, {} captured: {} classified ({} no dish), {} gated, {} dropped{errors}, capture->emit p90 {p90}{cpu}{power}",
+            counts.captured, counts.classified, counts.no_dish, counts.gated, counts.dropped
         );
     }
 }

@@ -145,11 +145,21 @@ fn photos_through_classify() {
         let o = run(cmd, rel);
         let mut verdict = judge(rel, expect, &o);
         if verdict.is_ok() && o.status.success() {
-            // A photo that works is classified: a full top-5 of probabilities.
+            // A photo that works is answered: a dish with a full top-5 of probabilities, or
+            // "no dish" with its reason and nothing beside it.
             let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
             let top = v["top"].as_array().map_or(0, Vec::len);
-            if top != 5 {
-                verdict = Err(format!("{rel}: no top-5 in {v}"));
+            let answered = match v["no_dish"]["reason"].as_str() {
+                None => top == 5 && v["dish"] == v["top"][0]["label"],
+                Some(reason) => {
+                    ["not-food", "too-small"].contains(&reason)
+                        && top == 0
+                        && v["dish"].is_null()
+                        && v["recipes"] == serde_json::json!([])
+                }
+            };
+            if !answered {
+                verdict = Err(format!("{rel}: neither a top-5 nor \"no dish\" in {v}"));
             }
         }
         checked += 1;

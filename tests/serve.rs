@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use server::{multipart, send_raw, send_truncated, shared_photo, Server};
 
-/// A Food-101 photo the lite pack's default head names right (checked with `dishcam classify
-/// --json`: beignets first, 1.00).
-pub const PHOTO: &str = "food101-10class/train/beignets/1002569.jpg";
+/// A held-out Food-101 photo the lite pack's default head names right (checked with `dishcam
+/// classify --json`: beignets first, 0.94). The shipped head names 45 % of such photos right
+/// (docs/recogniser.md); these tests are about the plumbing, so they use one it gets right.
+pub const PHOTO: &str = "food101-10class/train/beignets/1057410.jpg";
 pub const PHOTO_DISH: &str = "beignets";
 
 fn png(w: u32, h: u32) -> Vec<u8> {
@@ -281,6 +282,18 @@ fn health_and_metrics_follow_the_prometheus_format() {
         &[],
     );
     assert_eq!(r.status, 200, "{}", r.text());
+    // A colour gradient is not food: no dish, the check's numbers, no classes, no recipe.
+    let v = r.json();
+    assert_eq!(v["dish"], serde_json::Value::Null, "{v}");
+    assert_eq!(v["probability"], serde_json::Value::Null, "{v}");
+    assert_eq!(v["no_dish"]["reason"], "not-food", "{v}");
+    assert!(
+        v["no_dish"]["score"].as_f64().unwrap() < v["no_dish"]["threshold"].as_f64().unwrap(),
+        "{v}"
+    );
+    assert_eq!(v["top"], serde_json::json!([]), "{v}");
+    assert_eq!(v["recipes"], serde_json::json!([]), "{v}");
+    assert!(v["timings_ms"]["check"].as_f64().is_some(), "{v}");
     let r = s.get("/metrics");
     assert_eq!(r.status, 200);
     assert!(r
@@ -331,6 +344,24 @@ fn health_and_metrics_follow_the_prometheus_format() {
     assert!(text.contains(
         "dishcam_stage_latency_seconds_bucket{path=\"upload\",stage=\"total\",le=\"+Inf\"} 1\n"
     ));
+    assert!(
+        text.contains("dishcam_stage_latency_seconds_count{path=\"upload\",stage=\"check\"} 1\n"),
+        "{text}"
+    );
+    // Without a live source every frame counter is there, at zero.
+    for kind in [
+        "captured",
+        "classified",
+        "gated",
+        "dropped",
+        "no_dish",
+        "source_error",
+    ] {
+        assert!(
+            text.contains(&format!("dishcam_frames_total{{kind=\"{kind}\"}} 0\n")),
+            "{kind}: {text}"
+        );
+    }
     for name in [
         "dishcam_fps",
         "dishcam_dropped_frames_total",
@@ -412,7 +443,13 @@ fn the_live_pipeline_feeds_state_frames_and_events() {
         .unwrap();
     let mut seen = String::new();
     let mut buf = [0u8; 4096];
+    // One minute in all: keep-alive comments on the stream must not keep the test waiting.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !seen.contains("\"event\":\"settled\"") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no dish settled within a minute: {seen}"
+        );
         let n = events.read(&mut buf).expect("a dish event within a minute");
         assert!(n > 0, "the event stream closed: {seen}");
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));

@@ -21,7 +21,7 @@ use server::Server;
 use std::panic::AssertUnwindSafe;
 
 /// The photo and the dish the lite pack names first for it (see tests/serve.rs).
-const PHOTO: &str = "food101-10class/train/beignets/1002569.jpg";
+const PHOTO: &str = "food101-10class/train/beignets/1057410.jpg";
 const DISH: &str = "beignets";
 
 /// chromedriver on a free loopback port; killed on drop.

@@ -45,7 +45,9 @@ async function api(path, opts = {}) {
 function showTop(top) {
   const ol = $("top5");
   ol.replaceChildren();
-  for (const t of (top || []).slice(0, 5)) {
+  // A class the smoother has never seen (all of them, while no dish has been in view) is left
+  // out rather than drawn as a bar at 0 %.
+  for (const t of (top || []).filter((t) => t.probability > 0).slice(0, 5)) {
     const w = Math.max(1, Math.round(t.probability * 100));
     ol.append(el("li", {},
       el("div", { class: "bar" },
@@ -54,11 +56,24 @@ function showTop(top) {
       el("span", { class: "pct" }, pct(t.probability))));
   }
 }
-function showDish(name, p, source) {
-  $("dish-name").textContent = name ? pretty(name) : "Nothing settled yet";
+// What the probabilities on the card are: the live view's are smoothed over recent frames, an
+// upload's are of that one photo. The headline and the bars say the same number for a dish.
+function probWhat(source) { return source === "live" ? "smoothed" : "this photo"; }
+// Why a frame or photo shows no dish (`no_dish` of the API: score, threshold, reason).
+function noDishText(n, source) {
+  const what = source === "live" ? "this frame" : "this photo";
+  if (n.reason === "too-small") return what + ": too small to show a dish";
+  return what + ": food score " + pct(n.score) + ", under the " + pct(n.threshold) + " a dish needs";
+}
+function showDish(name, p, source, noDish) {
+  const live = source === "live";
+  const title = name ? pretty(name) : noDish ? (live ? "No dish in view" : "No dish in this photo") : live ? "Nothing settled yet" : "-";
+  $("dish-name").textContent = title;
   $("dish-name").dataset.dish = name || "";
   $("dish-name").dataset.source = source;
-  $("dish-prob").textContent = name ? pct(p) + " confident" : "";
+  $("dish-name").dataset.noDish = !name && noDish ? noDish.reason : "";
+  $("dish-prob").textContent = name ? pct(p) + ", " + probWhat(source) : noDish ? noDishText(noDish, source) : "";
+  $("top-what").textContent = probWhat(source);
 }
 
 // ---- recipes ----
@@ -75,12 +90,13 @@ function recipeCard(r, open) {
   }
   return d;
 }
-async function showRecipes(recipes, dish) {
+async function showRecipes(recipes, dish, noDish) {
   const box = $("recipes");
   $("recipes-for").textContent = dish ? "for " + pretty(dish) : "";
   box.replaceChildren();
   if (!recipes || !recipes.length) {
-    box.append(el("div", { class: "empty small" }, dish ? "No recipe for this dish yet." : "Recipes for the dish appear here."));
+    const why = dish ? "No recipe for this dish yet." : noDish ? "No dish in view: no recipe to suggest." : "Recipes for the dish appear here.";
+    box.append(el("div", { class: "empty small" }, why));
     return;
   }
   // Live events carry ids and titles; fetch the full recipes.
@@ -107,25 +123,34 @@ function live(s) {
   status.textContent = L.status;
   status.className = "pill" + (L.status === "running" ? " running" : "");
   const hasFrame = !!L.frame;
+  // "No dish in view" only while nothing is settled: a settled dish stays until released.
+  const noDish = !L.dish && L.no_dish ? L.no_dish : null;
+  // The settled dish's smoothed probability, the same number as its bar.
+  const bar = L.dish && (L.top || []).find((t) => t.label === L.dish);
+  const p = bar ? bar.probability : L.probability;
   $("live-empty").hidden = hasFrame;
   $("live-img").hidden = !hasFrame;
-  $("live-overlay").hidden = !hasFrame || !L.dish;
-  $("live-dish").textContent = pretty(L.dish);
-  $("live-prob").textContent = pct(L.probability);
+  $("live-overlay").hidden = !hasFrame || !(L.dish || noDish);
+  $("live-dish").textContent = L.dish ? pretty(L.dish) : "No dish in view";
+  $("live-prob").textContent = L.dish ? pct(p) + ", smoothed" : "";
   if (hasFrame) refreshFrame();
   const st = $("live-stats");
   st.replaceChildren();
   if (L.source) {
     const c = L.counts || {};
-    for (const [k, v] of [["in", L.fps_in.toFixed(1) + " fps"], ["out", L.fps_out.toFixed(1) + " fps"], ["classified", c.classified], ["dropped", c.dropped], ["gated", c.gated]]) {
-      st.append(el("span", {}, k + " ", el("b", {}, v)));
+    const stats = [
+      ["in", L.fps_in.toFixed(1) + " fps"], ["out", L.fps_out.toFixed(1) + " fps"],
+      ["classified", c.classified ?? 0], ["gated", c.gated ?? 0], ["dropped", c.dropped ?? 0], ["no dish", c.no_dish ?? 0],
+    ];
+    for (const [k, v] of stats) {
+      st.append(el("span", { "data-count": k }, k + " ", el("b", {}, v)));
     }
   }
   if (mode === "live") {
-    showDish(L.dish, L.probability, "live");
+    showDish(L.dish, p, "live", noDish);
     showTop(L.top);
-    const key = JSON.stringify(L.recipes || []);
-    if (key !== lastEventRecipes) { lastEventRecipes = key; showRecipes(L.recipes, L.dish); }
+    const key = JSON.stringify([L.recipes || [], !!noDish]);
+    if (key !== lastEventRecipes) { lastEventRecipes = key; showRecipes(L.recipes, L.dish, noDish); }
   }
 }
 function refreshFrame() {
@@ -219,9 +244,9 @@ async function classify(file) {
   if (text) form.append("text", text);
   try {
     const r = await api("/api/classify", { method: "POST", body: form });
-    showDish(r.dish, r.probability, "upload");
+    showDish(r.dish, r.probability, "upload", r.no_dish);
     showTop(r.top);
-    await showRecipes(r.recipes, r.dish);
+    await showRecipes(r.recipes, r.dish, r.no_dish);
     card.dataset.state = "done";
     poll();
   } catch (e) {

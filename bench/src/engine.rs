@@ -16,7 +16,9 @@ use dishcam_runtime::backend::{Backend, BackendKind, ModelSpec, Session, Session
 use dishcam_runtime::head::{read_labels, Classifier};
 use dishcam_runtime::pipeline::FrameClassifier;
 use dishcam_runtime::tensor::TensorRef;
-use dishcam_runtime::{DishClassifier, DishOptions, FusionHead, LoadOptions, RuntimeError};
+use dishcam_runtime::{
+    DishClassifier, DishOptions, FusionHead, LoadOptions, RuntimeError, Verdict,
+};
 
 use crate::error::{invalid, Context, Result};
 use crate::run::Config;
@@ -337,11 +339,14 @@ impl Engine {
         std::hint::black_box(&self.out);
         let output = t_output.elapsed();
         self.last_device = self.dish.device_timings();
+        // `image_encoder` is every image-encoder run of the query: the no-dish check's on the
+        // photo as it comes, and the head's on the prepared photo when the check passed.
+        let image_encoder = stages.encode + stages.check;
         let row: &[Duration] = match text_encode {
             Some(t) => &[
                 decoded,
                 stages.preprocess,
-                stages.encode,
+                image_encoder,
                 t,
                 stages.head,
                 recipes,
@@ -350,7 +355,7 @@ impl Engine {
             None => &[
                 decoded,
                 stages.preprocess,
-                stages.encode,
+                image_encoder,
                 stages.head,
                 recipes,
                 output,
@@ -441,7 +446,7 @@ impl FrameClassifier for SharedEngine {
         FrameClassifier::preprocess(&mut e.dish, frame)
     }
 
-    fn classify(&mut self, probs: &mut [f32]) -> Result<(), RuntimeError> {
+    fn classify(&mut self, probs: &mut [f32]) -> Result<Verdict, RuntimeError> {
         let mut e = self.0.lock().unwrap_or_else(|p| p.into_inner());
         FrameClassifier::classify(&mut e.dish, probs)
     }

@@ -98,16 +98,28 @@ pub struct HeadEval {
     pub split: Split,
     /// Hold-out fraction used by `teach`.
     pub holdout: f64,
-    /// Degrade photos to a centred PX x PX square before encoding.
-    pub degrade: Option<u32>,
     /// Override the head's softmax temperature.
     pub temperature: Option<f32>,
     pub decode: DecodeOptions,
 }
 
+/// The share of top-1 answers that name one of the classes the evaluated data has, against the
+/// share a uniform guess would give (`data_classes / head_classes`). On a subset of a head's
+/// classes, a share far above what the top-1 accuracy explains shows a head that keys on what
+/// the subset's photos have in common (how they were made) rather than on the dishes.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct AnswerShare {
+    pub data_classes: usize,
+    pub head_classes: usize,
+    pub share: f64,
+    pub chance: f64,
+}
+
 /// A head's scores: the report, its JSON (schema `dishcam.eval.classify/1`) and the files
 /// [`HeadEvaluation::write`] writes.
 pub struct HeadEvaluation {
+    /// Where the top-1 answers fall: inside the classes the data has photos of, against chance.
+    pub answers_inside: AnswerShare,
     pub report: Report,
     pub json: Value,
     pub title: String,
@@ -318,11 +330,13 @@ pub fn evaluate_head(
         );
     }
 
+    // Photos are prepared as the head's training photos were, as the serving path does.
+    let prepare = m.preparation_of(head);
     let photo_features = if needs_image {
         embedder.images(
             &photos,
             head.encoder_output.as_deref(),
-            args.degrade,
+            prepare,
             &args.decode,
         )?
     } else {
@@ -362,6 +376,12 @@ pub fn evaluate_head(
     let temperature = args.temperature.unwrap_or(head.temperature);
     let mut metrics = Metrics::new(labels.len(), 15);
     let mut skipped = 0;
+    // Where the answers fall: inside the classes the data has, against chance.
+    let mut present = vec![false; labels.len()];
+    for e in &examples {
+        present[e.label] = true;
+    }
+    let (mut answered, mut inside) = (0u64, 0u64);
     for e in &examples {
         let image = match e.photo {
             Some(i) if needs_image => match &photo_features[i] {
@@ -377,8 +397,19 @@ pub fn evaluate_head(
             .text
             .filter(|_| needs_text)
             .map(|i| text_features[i].as_slice());
-        metrics.add(e.label, dish.probabilities_of(image, text)?);
+        let probs = dish.probabilities_of(image, text)?;
+        let top = (0..probs.len()).fold(0, |b, i| if probs[i] > probs[b] { i } else { b });
+        answered += 1;
+        inside += u64::from(present[top]);
+        metrics.add(e.label, probs);
     }
+    let data_classes = present.iter().filter(|&&p| p).count();
+    let answers_inside = AnswerShare {
+        data_classes,
+        head_classes: labels.len(),
+        share: inside as f64 / answered.max(1) as f64,
+        chance: data_classes as f64 / labels.len().max(1) as f64,
+    };
     let data = [
         args.data.as_ref().map(|d| show(d)),
         args.text_csv.as_ref().map(|d| show(d)),
@@ -407,6 +438,8 @@ pub fn evaluate_head(
     v["temperature"] = json!(temperature);
     v["skipped"] = json!(skipped);
     v["unpaired"] = json!(unpaired);
+    v["answers_in_data_classes"] = serde_json::to_value(answers_inside).expect("serialises");
+    v["prepare"] = json!(prepare.map(|p| p.to_string()));
     v["backend"] = json!(backend.kind().as_str());
     v["precision"] = json!(opts.precision.as_str());
     if skipped > 0 {
@@ -417,6 +450,7 @@ pub fn evaluate_head(
         json: v,
         title,
         temperature,
+        answers_inside,
         metrics,
         labels,
     })

@@ -14,9 +14,11 @@
 pub mod evaluate;
 pub mod loadgen;
 pub mod metrics;
+pub mod no_dish;
 pub mod prometheus;
 pub mod timing;
 
 pub use evaluate::{evaluate_head, evaluate_retrieval, EvalError, HeadEval, RetrievalEval, Split};
 pub use metrics::{Metrics, Report};
+pub use no_dish::{calibrate_no_dish, evaluate_no_dish, NoDishEval, NoDishEvaluation};
 pub use timing::Samples;

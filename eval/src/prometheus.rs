@@ -100,7 +100,7 @@ pub fn render(m: &Metrics, live: Option<&LiveNumbers>, board: Option<&Sample>) -
     }
     let _ = writeln!(
         w,
-        "# HELP dishcam_frames_total Live frames by what happened to them."
+        "# HELP dishcam_frames_total Live frames by what happened to them: captured, then dropped (replaced before inference read them), gated (encoder skipped, scene unchanged) or classified (the encoder ran); no_dish counts the classified frames that showed no dish; source_error counts frames the source could not give."
     );
     let _ = writeln!(w, "# TYPE dishcam_frames_total counter");
     let c = live.map(|l| l.counts).unwrap_or_default();
@@ -109,6 +109,7 @@ pub fn render(m: &Metrics, live: Option<&LiveNumbers>, board: Option<&Sample>) -
         ("dropped", c.dropped),
         ("gated", c.gated),
         ("classified", c.classified),
+        ("no_dish", c.no_dish),
         ("source_error", c.source_errors),
     ] {
         let _ = writeln!(w, "dishcam_frames_total{{kind=\"{kind}\"}} {n}");
@@ -121,7 +122,7 @@ pub fn render(m: &Metrics, live: Option<&LiveNumbers>, board: Option<&Sample>) -
     let _ = writeln!(w, "dishcam_dropped_frames_total {}", c.dropped);
     let _ = writeln!(
         w,
-        "# HELP dishcam_fps Live frames per second over the last few seconds: captured (in) and classified (out)."
+        "# HELP dishcam_fps Live frames per second over the last few seconds: captured (in) and through inference, classified or gated (out)."
     );
     let _ = writeln!(w, "# TYPE dishcam_fps gauge");
     let (fi, fo) = live.map_or((0.0, 0.0), |l| (l.fps_in, l.fps_out));
@@ -217,6 +218,60 @@ mod tests {
         ));
         assert!(text
             .contains("dishcam_stage_latency_seconds_count{path=\"upload\",stage=\"encode\"} 4\n"));
+    }
+
+    #[test]
+    fn frame_counters_say_what_happened_to_each_frame() {
+        let live = LiveNumbers {
+            counts: Counts {
+                captured: 100,
+                dropped: 7,
+                gated: 60,
+                classified: 33,
+                no_dish: 12,
+                source_errors: 2,
+            },
+            fps_in: 30.0,
+            fps_out: 29.5,
+        };
+        let text = render(&Metrics::default(), Some(&live), None);
+        let frames: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("dishcam_frames_total{"))
+            .collect();
+        assert_eq!(
+            frames,
+            [
+                "dishcam_frames_total{kind=\"captured\"} 100",
+                "dishcam_frames_total{kind=\"dropped\"} 7",
+                "dishcam_frames_total{kind=\"gated\"} 60",
+                "dishcam_frames_total{kind=\"classified\"} 33",
+                "dishcam_frames_total{kind=\"no_dish\"} 12",
+                "dishcam_frames_total{kind=\"source_error\"} 2",
+            ],
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE dishcam_frames_total counter\n"),
+            "{text}"
+        );
+        assert!(text.contains("dishcam_dropped_frames_total 7\n"), "{text}");
+        assert!(
+            text.contains("dishcam_fps{direction=\"in\"} 30\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dishcam_fps{direction=\"out\"} 29.5\n"),
+            "{text}"
+        );
+        // Without a live pipeline every counter is there, at zero.
+        let idle = render(&Metrics::default(), None, None);
+        for kind in ["classified", "gated", "dropped", "no_dish"] {
+            assert!(
+                idle.contains(&format!("dishcam_frames_total{{kind=\"{kind}\"}} 0\n")),
+                "{idle}"
+            );
+        }
     }
 
     #[test]

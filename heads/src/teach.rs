@@ -16,7 +16,9 @@ use std::time::Instant;
 
 use dishcam_capture::decode::DecodeOptions;
 use dishcam_eval::Metrics;
-use dishcam_models::manifest::{Head, HeadKind, LateFusion, PackFile, Precision, Variant};
+use dishcam_models::manifest::{
+    Head, HeadKind, LateFusion, PackFile, PhotoPreparation, Precision, Variant,
+};
 use dishcam_models::onnx::encode;
 use dishcam_models::pack::{write_atomic, write_pack_file, OverlayManifest, OVERLAY_MANIFEST};
 use dishcam_models::{HeadInput, Pack};
@@ -71,8 +73,9 @@ pub struct TeachRequest {
     pub classes: Option<PathBuf>,
     /// Fraction of ids held out for validation and temperature scaling (by a hash of the id).
     pub holdout: f64,
-    /// Degrade every photo to a centred PX x PX square first.
-    pub degrade: Option<u32>,
+    /// Prepare every photo so first (recorded in the head, which then prepares every photo it
+    /// reads the same way). A fusion head or `add_to` takes its image head's.
+    pub prepare: Option<PhotoPreparation>,
     /// L2 penalty on standardised weights (with `add_to`: on the distance from the old head).
     pub l2: Option<f64>,
     pub max_iters: u64,
@@ -104,7 +107,7 @@ impl Default for TeachRequest {
             name: None,
             classes: None,
             holdout: 0.2,
-            degrade: None,
+            prepare: None,
             l2: None,
             max_iters: 300,
             exemplars: 10,
@@ -137,6 +140,8 @@ pub struct NewHead<'a> {
     pub temperature: f32,
     pub exemplars: Option<&'a Exemplars>,
     pub summary: Value,
+    /// How the head's photos were prepared.
+    pub prepare: Option<PhotoPreparation>,
 }
 
 /// One labelled example.
@@ -251,14 +256,33 @@ fn class_index<'a>(
     Ok(index)
 }
 
+/// The photo preparation of `base`, which a head fitted on top of it (a fusion head, or the same
+/// head with dishes added) must read photos in; a different one asked for is an error.
+fn inherited_preparation(
+    args: &TeachRequest,
+    pack: &Pack,
+    base: &Head,
+) -> Result<Option<PhotoPreparation>, TeachError> {
+    let theirs = pack.manifest.preparation_of(base);
+    match args.prepare {
+        Some(asked) if Some(asked) != theirs => invalid!(
+            "head '{}' reads photos prepared as {}; photos for a head fitted on it are prepared the same way, so leave out the preparation (e.g. --degrade) or make it match",
+            base.name,
+            theirs.map_or("they come".to_string(), |p| p.to_string())
+        ),
+        _ => Ok(theirs),
+    }
+}
+
 /// Embeds photos; returns the examples that decoded and the number skipped.
 fn embed_photos(
     args: &TeachRequest,
     embedder: &Embedder,
     items: &[LabelledImage],
     index: &HashMap<&str, usize>,
+    prepare: Option<PhotoPreparation>,
 ) -> Result<(Vec<Example>, usize), TeachError> {
-    let embeddings = embedder.images(items, None, args.degrade, &args.decode)?;
+    let embeddings = embedder.images(items, None, prepare, &args.decode)?;
     let skipped = embeddings.iter().filter(|e| e.is_none()).count();
     if skipped > 0 {
         log::warn!("{skipped} photo(s) could not be read and were skipped");
@@ -381,9 +405,9 @@ fn fit_images(
         items.iter().map(|i| (i.class.as_str(), show(&i.path))),
     )?;
     let t = Instant::now();
-    let (examples, skipped) = embed_photos(args, embedder, &items, &index)?;
+    let (examples, skipped) = embed_photos(args, embedder, &items, &index, args.prepare)?;
     let embed_s = t.elapsed().as_secs_f64();
-    let mut extra = json!({"skipped": skipped, "embed_seconds": embed_s, "degrade": args.degrade});
+    let mut extra = json!({"skipped": skipped, "embed_seconds": embed_s, "prepare": args.prepare});
     fit_and_save(
         args,
         pack,
@@ -435,6 +459,7 @@ fn fit_and_save(
         temperature: fitted.temperature,
         exemplars: (args.exemplars > 0).then_some(&exemplars),
         summary: summary.clone(),
+        prepare: args.prepare,
     };
     let written = save_heads(pack, args.out.as_deref(), &[head], args.default)?;
     Ok((vec![summary], written))
@@ -514,7 +539,8 @@ fn fit_fusion(
         log::warn!("{}: {bad} malformed row(s) skipped", show(csv));
     }
     let pools = PairedTitles::new(&rows, args.holdout, &index);
-    let photos = embed_photos(args, embedder, &items, &index)?.0;
+    let prepare = inherited_preparation(args, pack, image_head)?;
+    let photos = embed_photos(args, embedder, &items, &index, prepare)?.0;
     let titles = embedder.texts(&pools.texts)?;
     let backend = embedder.backend;
     let mut image_model = HeadModel::load(pack, image_head, backend, &args.load)?;
@@ -633,6 +659,7 @@ fn fit_fusion(
             temperature: fitted.temperature,
             exemplars: None,
             summary: summary.clone(),
+            prepare,
         },
         NewHead {
             name: late_name,
@@ -643,6 +670,8 @@ fn fit_fusion(
             temperature: late_t,
             exemplars: None,
             summary: late_summary.clone(),
+            // Its image head's, by reference.
+            prepare: None,
         },
     ];
     if args.fusion_mode == FusionMode::Late {
@@ -718,7 +747,8 @@ fn add_classes(
         items.iter().map(|i| (i.class.as_str(), show(&i.path))),
     )?;
     let t = Instant::now();
-    let (examples, skipped) = embed_photos(args, embedder, &items, &index)?;
+    let prepare = inherited_preparation(args, pack, head)?;
+    let (examples, skipped) = embed_photos(args, embedder, &items, &index, prepare)?;
     let embed_s = t.elapsed().as_secs_f64();
     if examples[0].features.len() != old.dim {
         invalid!(
@@ -782,6 +812,7 @@ fn add_classes(
         temperature: head.temperature,
         exemplars: Some(&exemplars),
         summary: summary.clone(),
+        prepare,
     };
     let default = args.default || m.default_head.as_deref() == Some(base);
     let written = save_heads(pack, args.out.as_deref(), &[new], default)?;
@@ -831,6 +862,7 @@ pub fn save_heads(
             }
             let mut meta = h.summary.clone();
             meta["temperature"] = json!(h.temperature);
+            meta["prepare"] = json!(h.prepare);
             if let Some(f) = &h.fuse {
                 meta["fuse"] = json!({"image_head": f.image_head, "text_head": f.text_head, "text_weight": f.text_weight});
             }
@@ -900,6 +932,7 @@ pub fn save_heads(
             temperature: h.temperature,
             exemplars: stored.remove("exemplars.safetensors"),
             fuse: h.fuse.clone(),
+            prepare: h.prepare,
         });
         written.push(dir);
     }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use dishcam_models::manifest::{Head, HeadKind, LateFusion, Precision, Variant};
+use dishcam_models::manifest::{Head, HeadKind, LateFusion, PhotoPreparation, Precision, Variant};
 use dishcam_models::pack::write_pack_file;
 
 /// One head's files as committed under `install/assets/lite/heads/<name>/`.
@@ -92,6 +92,13 @@ pub fn write_lite_heads(dir: &Path) -> std::io::Result<Vec<Head>> {
             ),
             None => None,
         };
+        let prepare = match meta.get("prepare") {
+            Some(serde_json::Value::Null) | None => None,
+            Some(p) => Some(
+                serde_json::from_value::<PhotoPreparation>(p.clone())
+                    .map_err(|e| bad(b.name, format!("head.json prepare: {e}")))?,
+            ),
+        };
         let file = |f: &str| format!("heads/{}/{f}", b.name);
         let variants = match b.onnx {
             Some(bytes) => BTreeMap::from([(
@@ -118,6 +125,7 @@ pub fn write_lite_heads(dir: &Path) -> std::io::Result<Vec<Head>> {
             temperature,
             exemplars,
             fuse,
+            prepare,
         });
     }
     Ok(heads)

@@ -28,6 +28,8 @@ pub const FOOD101_RECIPES: &str = dishcam_recipes::FOOD101_RECIPES;
 /// Per-tensor amax of the lite image encoder, computed by `dishcam calibrate` on dev photos
 /// (see `assets/README.md`); `pull` builds the int8 variants from it with no photos.
 pub const LITE_CALIBRATION: &str = include_str!("../assets/lite/calibration.json");
+/// The lite pack's no-dish check (`[no_dish]`), calibrated by `scripts/fit_lite_heads.sh no-dish`.
+pub const LITE_NO_DISH: &str = include_str!("../assets/lite/no_dish.json");
 /// Bumped whenever the bytes `pull lite` writes change, so older installs are rebuilt.
 pub const LITE_VERSION: &str = "1.2.0";
 
@@ -41,6 +43,7 @@ pub fn lite_version() -> String {
     h.update(IMAGENET_LABELS);
     h.update(FOOD101_RECIPES);
     h.update(LITE_CALIBRATION);
+    h.update(LITE_NO_DISH);
     for b in crate::lite_heads::LITE_HEADS {
         h.update(b.name);
         h.update(b.onnx.unwrap_or_default());
@@ -84,6 +87,11 @@ pub enum PullError {
     Archive { path: String, message: String },
     #[error("{path}: {source}")]
     Import { path: String, source: ImportError },
+    #[error("{asset}: {problem}; the committed asset is damaged: restore it from git")]
+    Asset {
+        asset: &'static str,
+        problem: String,
+    },
     #[error("{table}: {source}")]
     Quantise {
         table: &'static str,
@@ -532,6 +540,7 @@ fn build_lite(
             temperature: 1.0,
             exemplars: None,
             fuse: None,
+            prepare: None,
         })
         .chain(food101)
         .collect(),
@@ -539,6 +548,12 @@ fn build_lite(
         recipes: Some(recipes),
         text_head: Some(DEFAULT_TEXT_HEAD.into()),
         fusion_head: DEFAULT_FUSION_HEAD.map(String::from),
+        no_dish: Some(
+            serde_json::from_str::<NoDishCheck>(LITE_NO_DISH).map_err(|e| PullError::Asset {
+                asset: "install/assets/lite/no_dish.json",
+                problem: e.to_string(),
+            })?,
+        ),
     };
     if quantise {
         progress.step("building the int8 variants from the committed calibration table");

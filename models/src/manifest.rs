@@ -42,6 +42,9 @@ pub struct Manifest {
     /// The head `classify PHOTO --text ...` uses (an `early-fusion` or `late-fusion` head).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fusion_head: Option<String>,
+    /// How the pack tells a photo with no dish in it (see [`NoDishCheck`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_dish: Option<NoDishCheck>,
 }
 
 /// One source the pack was built from.
@@ -373,6 +376,78 @@ pub struct Head {
     /// A `late-fusion` head combines two other heads of the pack; it has no model file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fuse: Option<LateFusion>,
+    /// How the head's training photos were prepared before the encoder's own preprocessing;
+    /// every photo and frame it classifies is prepared the same way. `None`: photos as they come.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepare: Option<PhotoPreparation>,
+}
+
+/// A photo's preparation before the image encoder's preprocessing: the centred square, resized
+/// to `size` x `size`, then (with `jpeg_quality`) JPEG-encoded and decoded again. A head fitted
+/// on a low-resolution photo set records how that set was made, so that the photos it serves
+/// look the same and no class can be told apart by how its photos were made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhotoPreparation {
+    /// Side of the square, in pixels (8..=1024).
+    pub size: u32,
+    pub resize: Interpolation,
+    /// JPEG quality (1..=100, libjpeg's scale, 4:2:0 chroma) of the round trip; `None`: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jpeg_quality: Option<u8>,
+}
+
+impl PhotoPreparation {
+    /// Problems with the values, as `(field, problem)`.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if !(8..=1024).contains(&self.size) {
+            out.push(("size", format!("{} must be within 8..=1024", self.size)));
+        }
+        if let Some(q) = self.jpeg_quality {
+            if !(1..=100).contains(&q) {
+                out.push(("jpeg_quality", format!("{q} must be within 1..=100")));
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for PhotoPreparation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let filter = match self.resize {
+            Interpolation::Nearest => "nearest",
+            Interpolation::Bilinear => "bilinear",
+            Interpolation::Bicubic => "bicubic",
+        };
+        write!(f, "centred square -> {0}x{0} px ({filter})", self.size)?;
+        if let Some(q) = self.jpeg_quality {
+            write!(f, " -> JPEG q{q}")?;
+        }
+        Ok(())
+    }
+}
+
+/// "No dish": the share of the image encoder's output `encoder_output` (softmax over, e.g., the
+/// ImageNet-1k logits) that falls on `classes` (its food, dish and tableware classes) is the
+/// photo's food score; a photo scoring under the threshold shows no dish. The check reads the
+/// photo as it comes, before a head's [`PhotoPreparation`]: a 64 px thumbnail carries too little
+/// for the encoder to tell food from anything else, a camera frame does not. Photos whose
+/// shorter side is under `thumbnail_below` are themselves thumbnails and are held to
+/// `thumbnail_threshold`; under `min_side` a photo is too small to show a dish.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoDishCheck {
+    pub encoder_output: String,
+    pub classes: Vec<usize>,
+    pub threshold: f32,
+    pub thumbnail_threshold: f32,
+    pub thumbnail_below: u32,
+    pub min_side: u32,
+    /// The share of validation food photos that keep their dish at these thresholds.
+    pub food_recall: f32,
+    #[serde(default)]
+    pub note: String,
 }
 
 /// `log p = (1 - text_weight) * log p_image + text_weight * log p_text`, renormalised, where each
@@ -583,6 +658,15 @@ impl Manifest {
             });
         }
         Ok(head)
+    }
+
+    /// The photo preparation `head` reads photos in: its own, or for a late-fusion head, its
+    /// image head's.
+    pub fn preparation_of(&self, head: &Head) -> Option<PhotoPreparation> {
+        match (&head.fuse, head.kind) {
+            (Some(f), HeadKind::LateFusion) => self.head(&f.image_head).and_then(|h| h.prepare),
+            _ => head.prepare,
+        }
     }
 
     /// Checks everything that can be checked without touching files. Returns all problems.
@@ -825,12 +909,26 @@ impl Manifest {
             if h.classes == 0 {
                 err(&format!("{field}.classes"), "must be at least 1".into());
             }
+            if let Some(p) = &h.prepare {
+                if h.kind == HeadKind::Text {
+                    err(
+                        &format!("{field}.prepare"),
+                        "a text head reads no photos; remove prepare".into(),
+                    );
+                }
+                for (part, problem) in p.problems() {
+                    err(&format!("{field}.prepare.{part}"), problem);
+                }
+            }
             if !(h.temperature.is_finite() && h.temperature > 0.0) {
                 err(
                     &format!("{field}.temperature"),
                     format!("{} must be finite and > 0", h.temperature),
                 );
             }
+        }
+        if let Some(c) = &self.no_dish {
+            self.validate_no_dish(c, &mut err);
         }
         for (field, name, kinds) in [
             ("default_head", &self.default_head, &[HeadKind::Image][..]),
@@ -863,6 +961,59 @@ impl Manifest {
             }
         }
         errs
+    }
+
+    /// The no-dish check reads an image-encoder output that has more entries than its highest
+    /// class, and its thresholds are shares in [0, 1].
+    fn validate_no_dish(&self, c: &NoDishCheck, err: &mut impl FnMut(&str, String)) {
+        let output = self
+            .image_encoder
+            .as_ref()
+            .and_then(|e| e.outputs.iter().find(|o| o.name == c.encoder_output));
+        match output {
+            None => err(
+                "no_dish.encoder_output",
+                format!("'{}' is not an image_encoder output", c.encoder_output),
+            ),
+            Some(o) => {
+                let width = match o.shape.last() {
+                    Some(Dim::Fixed(n)) => Some(*n as usize),
+                    _ => None,
+                };
+                match (width, c.classes.iter().max()) {
+                    (_, None) => err("no_dish.classes", "must name at least one class".into()),
+                    (Some(w), Some(&top)) if top >= w => err(
+                        "no_dish.classes",
+                        format!(
+                            "class {top} is out of range for output '{}' ({w} entries)",
+                            o.name
+                        ),
+                    ),
+                    _ => {}
+                }
+            }
+        }
+        for (field, v) in [
+            ("threshold", c.threshold),
+            ("thumbnail_threshold", c.thumbnail_threshold),
+            ("food_recall", c.food_recall),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                err(
+                    &format!("no_dish.{field}"),
+                    format!("{v} must be in [0, 1]"),
+                );
+            }
+        }
+        if c.min_side > c.thumbnail_below {
+            err(
+                "no_dish.min_side",
+                format!(
+                    "{} must not exceed thumbnail_below ({})",
+                    c.min_side, c.thumbnail_below
+                ),
+            );
+        }
     }
 
     /// A late-fusion head names an image head and a text head of the pack with the same classes,
@@ -1074,11 +1225,13 @@ mod tests {
                 temperature: 1.0,
                 exemplars: None,
                 fuse: None,
+                prepare: None,
             }],
             default_head: Some("imagenet".into()),
             recipes: None,
             text_head: None,
             fusion_head: None,
+            no_dish: None,
         }
     }
 
@@ -1088,6 +1241,79 @@ mod tests {
         assert_eq!(m.validate(), vec![]);
         let text = m.to_toml();
         assert_eq!(Manifest::from_toml(&text).unwrap(), m);
+    }
+
+    fn with_preparation_and_check(mut m: Manifest) -> Manifest {
+        m.heads[0].prepare = Some(PhotoPreparation {
+            size: 64,
+            resize: Interpolation::Bicubic,
+            jpeg_quality: Some(75),
+        });
+        m.no_dish = Some(NoDishCheck {
+            encoder_output: "logits".into(),
+            classes: vec![1],
+            threshold: 0.25,
+            thumbnail_threshold: 0.02,
+            thumbnail_below: 128,
+            min_side: 32,
+            food_recall: 0.97,
+            note: "test".into(),
+        });
+        m
+    }
+
+    #[test]
+    fn preparation_and_no_dish_check_round_trip_through_toml() {
+        let m = with_preparation_and_check(sample());
+        assert_eq!(m.validate(), vec![]);
+        let text = m.to_toml();
+        assert!(
+            text.contains("[heads.prepare]") && text.contains("[no_dish]"),
+            "{text}"
+        );
+        let back = Manifest::from_toml(&text).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.preparation_of(&back.heads[0]), m.heads[0].prepare);
+        assert_eq!(
+            m.heads[0].prepare.unwrap().to_string(),
+            "centred square -> 64x64 px (bicubic) -> JPEG q75"
+        );
+    }
+
+    #[test]
+    fn preparation_and_no_dish_check_are_validated_field_by_field() {
+        let mut m = with_preparation_and_check(sample());
+        m.heads[0].prepare = Some(PhotoPreparation {
+            size: 4,
+            resize: Interpolation::Bilinear,
+            jpeg_quality: Some(0),
+        });
+        let c = m.no_dish.as_mut().unwrap();
+        c.classes = vec![0, 2];
+        c.threshold = 1.5;
+        c.min_side = 500;
+        let fields: Vec<String> = m.validate().into_iter().map(|e| e.field).collect();
+        for want in [
+            "heads[0].prepare.size",
+            "heads[0].prepare.jpeg_quality",
+            "no_dish.classes",
+            "no_dish.threshold",
+            "no_dish.min_side",
+        ] {
+            assert!(fields.iter().any(|f| f == want), "{want} not in {fields:?}");
+        }
+        m.no_dish.as_mut().unwrap().encoder_output = "nope".into();
+        let fields: Vec<String> = m.validate().into_iter().map(|e| e.field).collect();
+        assert!(
+            fields.iter().any(|f| f == "no_dish.encoder_output"),
+            "{fields:?}"
+        );
+        // A field the schema does not know is refused, not ignored.
+        let text = with_preparation_and_check(sample())
+            .to_toml()
+            .replace("jpeg_quality = 75", "jpeg_quality = 75\nsharpen = true");
+        let e = Manifest::from_toml(&text).unwrap_err().to_string();
+        assert!(e.contains("sharpen"), "{e}");
     }
 
     #[test]

@@ -787,11 +787,13 @@ mod tests {
                 temperature: 1.0,
                 exemplars: None,
                 fuse: None,
+                prepare: None,
             }],
             default_head: Some("base".into()),
             recipes: None,
             text_head: None,
             fusion_head: None,
+            no_dish: None,
         };
         write_atomic(&dir.join(MANIFEST), m.to_toml().as_bytes()).unwrap();
         m
@@ -821,6 +823,7 @@ mod tests {
                 temperature: 2.0,
                 exemplars: None,
                 fuse: None,
+                prepare: None,
             }],
             default_head: Some("base".into()),
             ..Default::default()
@@ -867,6 +870,7 @@ mod tests {
                 temperature: 1.5,
                 exemplars: None,
                 fuse: None,
+                prepare: None,
             }],
             ..Default::default()
         };

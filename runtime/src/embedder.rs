@@ -4,7 +4,7 @@
 //! skips the encoder. Photos go through [`crate::PhotoEncoder`], the photo half of the dish chain.
 //!
 //! One cache file per encoder configuration (the encoder section of the merged manifest, with
-//! file hashes and preprocessing; backend; precision; the requested output; the degradation)
+//! file hashes and preprocessing; backend; precision; the requested output; the photo preparation)
 //! holds embeddings by input (16 bytes of sha256 of path, size and modification time, or of the
 //! text): safetensors `keys` U8 [n, 16], `embeddings` F32 [n, dim], `present` U8 [n] (0 for a
 //! photo that did not decode). New inputs are added and the file is rewritten atomically; a
@@ -24,7 +24,7 @@ use crate::dish::PhotoEncoder;
 use crate::error::RuntimeError;
 use crate::{Backend, LoadOptions, TextEncoder};
 use dishcam_capture::decode::{decode_file, DecodeOptions};
-use dishcam_imageproc::degrade;
+use dishcam_models::manifest::PhotoPreparation;
 
 /// Progress of a long job, reported by the library and shown by the caller (the CLI draws a
 /// bar; tests and servers ignore it).
@@ -60,19 +60,23 @@ pub fn default_cache_dir() -> Result<PathBuf, PackError> {
 }
 
 impl Embedder<'_> {
-    /// Embeddings of photos (`None` where a photo could not be decoded). With `output`, that
-    /// image-encoder output (e.g. a head's logits) instead of the embedding.
+    /// Embeddings of photos (`None` where a photo could not be decoded), each prepared as
+    /// `prepare` says first (a head's photo preparation). With `output`, that image-encoder
+    /// output (e.g. a head's logits) instead of the embedding.
     pub fn images(
         &self,
         items: &[LabelledImage],
         output: Option<&str>,
-        degrade_px: Option<u32>,
+        prepare: Option<PhotoPreparation>,
         decode: &DecodeOptions,
     ) -> Result<Vec<Option<Vec<f32>>>, RuntimeError> {
+        // `v2`: the resampling of `dishcam_imageproc::prepare` (Pillow's arithmetic since v2);
+        // bump it whenever the preparation's pixels change, so cached embeddings are redone.
+        let prepared = prepare.map_or("none".to_string(), |p| format!("v2:{p:?}"));
         let base = self.key_base(
             "image",
             output,
-            &format!("degrade={degrade_px:?};max_pixels={}", decode.max_pixels),
+            &format!("prepare={prepared};max_pixels={}", decode.max_pixels),
         )?;
         let keys: Vec<ItemKey> = items
             .iter()
@@ -99,15 +103,9 @@ impl Embedder<'_> {
                 self.workers,
                 self.progress,
                 "photos",
-                || PhotoEncoder::load(self.pack, self.backend, &self.opts, output),
+                || PhotoEncoder::load(self.pack, self.backend, &self.opts, output, prepare),
                 |enc, item| match decode_file(&item.path, decode) {
-                    Ok(img) => {
-                        let img = match degrade_px {
-                            Some(px) => degrade(&img, px),
-                            None => img,
-                        };
-                        Ok(Some(enc.embed(&img)?))
-                    }
+                    Ok(img) => Ok(Some(enc.embed(&img)?)),
                     Err(e) => {
                         log::warn!("skipped: {e}");
                         Ok(None)

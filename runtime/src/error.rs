@@ -14,6 +14,15 @@ pub enum RuntimeError {
     #[error(transparent)]
     Preprocess(#[from] dishcam_imageproc::preprocess::PreprocessError),
     #[error(transparent)]
+    Prepare(#[from] dishcam_imageproc::PrepareError),
+    #[error("fusion head '{fusion}' was fitted on photos prepared as {fusion_prepare}, image head '{head}' on {head_prepare}; refit one so that both read the same photos")]
+    PreparationMismatch {
+        head: String,
+        head_prepare: String,
+        fusion: String,
+        fusion_prepare: String,
+    },
+    #[error(transparent)]
     Tokenize(#[from] crate::tokenize::TokenizeError),
     #[error("pack '{pack}' has no {part}; use a pack that has one")]
     NoEncoder { pack: String, part: &'static str },

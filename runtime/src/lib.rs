@@ -25,6 +25,8 @@ pub mod tensor;
 pub mod tokenize;
 
 pub use backend::{Backend, BackendKind};
-pub use dish::{Answer, DishClassifier, DishOptions, FusionHead, PhotoEncoder};
+pub use dish::{
+    Answer, DishClassifier, DishOptions, FusionHead, NoDish, NoDishReason, PhotoEncoder, Verdict,
+};
 pub use encoder::{ImageEncoder, LoadOptions, TextEncoder};
 pub use error::RuntimeError;

@@ -18,6 +18,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::dish::{NoDish, Verdict};
 use crate::error::RuntimeError;
 use crate::smoothing::{DishEvent, Smoother, SmoothingConfig, SmoothingError};
 use dishcam_capture::{Frame, FrameSource, Next, SourceError};
@@ -34,7 +35,8 @@ pub trait FrameClassifier: Send {
     fn classes(&self) -> usize;
     /// Preprocesses the frame; then [`FrameClassifier::classify`] runs the model on it.
     fn preprocess(&mut self, frame: &Frame) -> Result<(), RuntimeError>;
-    fn classify(&mut self, probs: &mut [f32]) -> Result<(), RuntimeError>;
+    /// Fills `probs`; a frame with no dish in view leaves them all zero.
+    fn classify(&mut self, probs: &mut [f32]) -> Result<Verdict, RuntimeError>;
 }
 
 impl<C: FrameClassifier + ?Sized> FrameClassifier for Box<C> {
@@ -44,7 +46,7 @@ impl<C: FrameClassifier + ?Sized> FrameClassifier for Box<C> {
     fn preprocess(&mut self, frame: &Frame) -> Result<(), RuntimeError> {
         (**self).preprocess(frame)
     }
-    fn classify(&mut self, probs: &mut [f32]) -> Result<(), RuntimeError> {
+    fn classify(&mut self, probs: &mut [f32]) -> Result<Verdict, RuntimeError> {
         (**self).classify(probs)
     }
 }
@@ -112,6 +114,8 @@ pub struct FrameResult {
     pub stamps: Stamps,
     /// The encoder was skipped: the scene had not changed since the last encoded frame.
     pub gated: bool,
+    /// This frame (or, when gated, the last encoded one) shows no dish; `top` then decays.
+    pub no_dish: Option<NoDish>,
     /// Top classes by smoothed probability: (class, probability), best first.
     pub top: [(usize, f32); TOP],
     pub top_len: usize,
@@ -126,7 +130,11 @@ pub struct Counters {
     pub dropped: AtomicU64,
     /// Frames whose encoder run was skipped by the gate.
     pub gated: AtomicU64,
+    /// Frames the encoder ran on (whatever it found): `captured = classified + gated + dropped`
+    /// once the pipeline has stopped, plus a frame it was stopped with.
     pub classified: AtomicU64,
+    /// Of the classified frames, those that showed no dish.
+    pub no_dish: AtomicU64,
     /// Source errors (e.g. undecodable files), skipped.
     pub source_errors: AtomicU64,
 }
@@ -138,6 +146,7 @@ pub struct Counts {
     pub dropped: u64,
     pub gated: u64,
     pub classified: u64,
+    pub no_dish: u64,
     pub source_errors: u64,
 }
 
@@ -148,6 +157,7 @@ impl Counters {
             dropped: self.dropped.load(Ordering::Relaxed),
             gated: self.gated.load(Ordering::Relaxed),
             classified: self.classified.load(Ordering::Relaxed),
+            no_dish: self.no_dish.load(Ordering::Relaxed),
             source_errors: self.source_errors.load(Ordering::Relaxed),
         }
     }
@@ -167,6 +177,9 @@ struct SlotState {
 }
 
 /// What [`Pipeline::recv_timeout`] got.
+// A result is moved by value, once per frame: boxing it would allocate per frame, which the
+// steady state must not (runtime/tests/alloc.rs).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy)]
 pub enum Received {
     Result(FrameResult),
@@ -315,6 +328,7 @@ impl Pipeline {
                 .spawn(move || {
                     let mut work = empty_frame();
                     let mut probs = vec![0f32; classes];
+                    let mut verdict = Verdict::Dish;
                     let mut thumb = [0u8; THUMB_W * THUMB_H];
                     let mut last_thumb = [0u8; THUMB_W * THUMB_H];
                     let mut have_last = false;
@@ -358,13 +372,18 @@ impl Pipeline {
                         } else {
                             classifier.preprocess(&work)?;
                             let pre = Instant::now();
-                            classifier.classify(&mut probs)?;
+                            verdict = classifier.classify(&mut probs)?;
+                            counters.classified.fetch_add(1, Ordering::Relaxed);
+                            if verdict != Verdict::Dish {
+                                counters.no_dish.fetch_add(1, Ordering::Relaxed);
+                            }
                             (pre, Instant::now())
                         };
+                        // A frame with no dish folds in all-zero probabilities: the belief
+                        // decays, nothing settles, and a settled dish is released.
                         let event = smoother.update(&probs)?;
                         let mut top = [(0usize, 0f32); TOP];
                         let top_len = top_into(smoother.smoothed(), &mut top);
-                        counters.classified.fetch_add(1, Ordering::Relaxed);
                         done += 1;
                         let result = FrameResult {
                             seq: work.seq,
@@ -375,6 +394,10 @@ impl Pipeline {
                                 classified: Instant::now(),
                             },
                             gated: skip,
+                            no_dish: match verdict {
+                                Verdict::NoDish(n) => Some(n),
+                                Verdict::Dish => None,
+                            },
                             top,
                             top_len,
                             event,
@@ -482,7 +505,7 @@ impl<C: FrameClassifier> FrameClassifier for SavingClassifier<C> {
         self.inner.preprocess(frame)
     }
 
-    fn classify(&mut self, probs: &mut [f32]) -> Result<(), RuntimeError> {
+    fn classify(&mut self, probs: &mut [f32]) -> Result<Verdict, RuntimeError> {
         self.inner.classify(probs)
     }
 }

@@ -1,5 +1,10 @@
 //! No heap allocation per frame in steady state: the real `lite` pack (EfficientNet-Lite0 and
-//! the Food-101 head) on onnxruntime, in the live pipeline, counted by a global allocator.
+//! its heads) on onnxruntime, in the live pipeline, counted by a global allocator.
+//!
+//! Two paths: the Food-101 head with the pack's no-dish check on frames that show no dish (the
+//! check's encoder run, the verdict, smoothing), and a head without a photo preparation with the
+//! check off (encoder, head, softmax, smoothing). A frame that shows a dish to a head with a
+//! photo preparation allocates for that preparation (a 64 px copy and a JPEG round trip).
 //!
 //! The allocator sees Rust allocations only: onnxruntime's own (C++) heap is not counted here
 //! (its arena is planned once per session; watch RSS in the soak run for the native side).
@@ -39,8 +44,8 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// The dish chain every front end runs, with the Food-101 head.
-fn lite_classifier(precision: Precision) -> DishClassifier {
+/// The dish chain every front end runs, with `head`, and the no-dish check when `check`.
+fn lite_classifier(precision: Precision, head: &str, check: bool) -> DishClassifier {
     let home = Home::from_env().expect("a home directory");
     let pack = Pack::open("lite", &home)
         .unwrap_or_else(|e| panic!("{e}\nthis test needs the lite pack: run ./scripts/test.sh"));
@@ -57,7 +62,8 @@ fn lite_classifier(precision: Precision) -> DishClassifier {
         backend.into(),
         &opts,
         &DishOptions {
-            head: Some("food101"),
+            head: Some(head),
+            no_dish_check: check,
             ..DishOptions::default()
         },
     )
@@ -65,7 +71,11 @@ fn lite_classifier(precision: Precision) -> DishClassifier {
 }
 
 /// Allocations made while the pipeline classifies `frames` frames after `warmup` frames.
-fn allocations_per_frames(precision: Precision, warmup: usize, frames: usize) -> u64 {
+fn allocations_per_frames(
+    dish: DishClassifier,
+    warmup: usize,
+    frames: usize,
+) -> (u64, dishcam_runtime::pipeline::Counts) {
     let src = source::open(
         "synthetic://?fps=1000&size=640x480",
         &SourceOptions::default(),
@@ -75,7 +85,7 @@ fn allocations_per_frames(precision: Precision, warmup: usize, frames: usize) ->
         backpressure: true,
         ..Default::default()
     };
-    let p = Pipeline::start(src, Box::new(lite_classifier(precision)), config).unwrap();
+    let p = Pipeline::start(src, Box::new(dish), config).unwrap();
     for _ in 0..warmup {
         p.recv().expect("a frame");
     }
@@ -84,14 +94,28 @@ fn allocations_per_frames(precision: Precision, warmup: usize, frames: usize) ->
         p.recv().expect("a frame");
     }
     let after = ALLOCATIONS.load(Ordering::Relaxed);
-    p.stop().unwrap();
-    after - before
+    let counts = p.stop().unwrap();
+    (after - before, counts)
 }
 
 #[test]
 fn steady_state_frames_allocate_nothing_fp32_and_int8() {
     for precision in [Precision::Fp32, Precision::Int8] {
-        let n = allocations_per_frames(precision, 20, 100);
-        assert_eq!(n, 0, "{precision}: {n} allocations in 100 frames");
+        // Test bars show no dish: every frame goes through the check and stops there.
+        let (n, counts) =
+            allocations_per_frames(lite_classifier(precision, "food101", true), 20, 100);
+        assert_eq!(
+            n, 0,
+            "{precision}, food101 + check: {n} allocations in 100 frames"
+        );
+        assert!(counts.no_dish >= 100, "{counts:?}");
+        // The head path: encoder, head, softmax, smoothing.
+        let (n, counts) =
+            allocations_per_frames(lite_classifier(precision, "imagenet", false), 20, 100);
+        assert_eq!(
+            n, 0,
+            "{precision}, imagenet head: {n} allocations in 100 frames"
+        );
+        assert_eq!(counts.no_dish, 0, "{counts:?}");
     }
 }

@@ -7,13 +7,15 @@ use std::time::{Duration, Instant};
 use dishcam_capture::{self as source, Frame, SourceOptions};
 use dishcam_runtime::pipeline::{FrameClassifier, FrameResult, Pipeline, PipelineConfig};
 use dishcam_runtime::smoothing::{DishEvent, SmoothingConfig};
-use dishcam_runtime::RuntimeError;
+use dishcam_runtime::{NoDish, NoDishReason, RuntimeError, Verdict};
 
-/// Answers class `seq / period % 2` with certainty, after sleeping `work`.
+/// Answers class `seq / period % 2` with certainty, after sleeping `work`; with `no_dish`,
+/// answers "no dish" instead.
 struct StandIn {
     work: Duration,
     period: u64,
     seq: u64,
+    no_dish: bool,
 }
 
 impl FrameClassifier for StandIn {
@@ -24,16 +26,37 @@ impl FrameClassifier for StandIn {
         self.seq = frame.seq;
         Ok(())
     }
-    fn classify(&mut self, probs: &mut [f32]) -> Result<(), RuntimeError> {
+    fn classify(&mut self, probs: &mut [f32]) -> Result<Verdict, RuntimeError> {
         std::thread::sleep(self.work);
-        let c = (self.seq / self.period % 2) as usize;
         probs.fill(0.0);
+        if self.no_dish {
+            return Ok(Verdict::NoDish(NoDish {
+                score: 0.01,
+                threshold: 0.3,
+                reason: NoDishReason::NotFood,
+            }));
+        }
+        let c = (self.seq / self.period % 2) as usize;
         probs[c] = 1.0;
-        Ok(())
+        Ok(Verdict::Dish)
     }
 }
 
 fn run(uri: &str, work: Duration, config: PipelineConfig) -> (Vec<FrameResult>, Vec<Duration>) {
+    let (results, ages, _) = run_counted(uri, work, false, config);
+    (results, ages)
+}
+
+fn run_counted(
+    uri: &str,
+    work: Duration,
+    no_dish: bool,
+    config: PipelineConfig,
+) -> (
+    Vec<FrameResult>,
+    Vec<Duration>,
+    dishcam_runtime::pipeline::Counts,
+) {
     let src = source::open(uri, &SourceOptions::default()).unwrap();
     let p = Pipeline::start(
         src,
@@ -41,6 +64,7 @@ fn run(uri: &str, work: Duration, config: PipelineConfig) -> (Vec<FrameResult>, 
             work,
             period: 30,
             seq: 0,
+            no_dish,
         }),
         config,
     )
@@ -51,8 +75,8 @@ fn run(uri: &str, work: Duration, config: PipelineConfig) -> (Vec<FrameResult>, 
         ages.push(Instant::now() - r.stamps.captured);
         results.push(r);
     }
-    p.stop().unwrap();
-    (results, ages)
+    let counts = p.stop().unwrap();
+    (results, ages, counts)
 }
 
 /// A 25 ms encoder behind a 200 fps source: most frames are dropped, and the age of each
@@ -71,6 +95,7 @@ fn a_slow_encoder_drops_frames_and_latency_stays_bounded() {
             work: Duration::from_millis(25),
             period: 30,
             seq: 0,
+            no_dish: false,
         }),
         PipelineConfig::default(),
     )
@@ -111,9 +136,10 @@ fn backpressure_classifies_every_frame_in_order() {
 #[test]
 fn the_gate_skips_unchanged_scenes_and_sees_a_new_one() {
     // Three scenes, 40 frames each; the pattern drifts 1 px per frame within a scene.
-    let (results, _) = run(
+    let (results, _, counts) = run_counted(
         "synthetic://?fps=1000&size=640x480&frames=120&scene_every=40",
         Duration::ZERO,
+        false,
         PipelineConfig {
             gate: Some(6.0),
             backpressure: true,
@@ -122,6 +148,18 @@ fn the_gate_skips_unchanged_scenes_and_sees_a_new_one() {
     );
     let gated = results.iter().filter(|r| r.gated).count();
     assert!(gated > 60, "{gated} of {} gated", results.len());
+    // "classified" counts encoder runs only; the counters add up to the frames captured.
+    assert_eq!(counts.gated as usize, gated, "{counts:?}");
+    assert_eq!(
+        counts.classified as usize,
+        results.len() - gated,
+        "{counts:?}"
+    );
+    assert_eq!(
+        counts.classified + counts.gated + counts.dropped,
+        counts.captured,
+        "{counts:?}"
+    );
     // The first frame of each scene is encoded.
     for first in [0, 40, 80] {
         let r = results.iter().find(|r| r.seq == first).unwrap();
@@ -164,6 +202,7 @@ fn stop_ends_a_never_ending_source() {
             work: Duration::ZERO,
             period: 30,
             seq: 0,
+            no_dish: false,
         }),
         PipelineConfig::default(),
     )
@@ -172,4 +211,26 @@ fn stop_ends_a_never_ending_source() {
     assert!(first.is_some());
     let counts = p.stop().unwrap();
     assert!(counts.captured >= 1);
+}
+
+/// Frames with no dish in view are counted as such, carry the verdict, and never settle.
+#[test]
+fn frames_with_no_dish_never_settle() {
+    let (results, _, counts) = run_counted(
+        "synthetic://?fps=1000&size=32x24&frames=90",
+        Duration::ZERO,
+        true,
+        PipelineConfig {
+            backpressure: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(results.len(), 90);
+    assert!(results
+        .iter()
+        .all(|r| r.no_dish.is_some() && r.event.is_none()));
+    assert!(results
+        .iter()
+        .all(|r| r.top[..r.top_len].iter().all(|&(_, p)| p == 0.0)));
+    assert_eq!((counts.classified, counts.no_dish), (90, 90), "{counts:?}");
 }

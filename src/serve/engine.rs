@@ -11,7 +11,7 @@ use dishcam_runtime::pack_recipes::{dish_recipes, open_index, SUGGESTED};
 use dishcam_runtime::{DishClassifier, DishOptions, FusionHead};
 use serde_json::{json, Value};
 
-use crate::cli::{ms, round3, top_json, EngineArgs};
+use crate::cli::{ms, no_dish_json, round3, top_json, EngineArgs};
 
 /// Classes reported per photo.
 pub const TOP: usize = 5;
@@ -117,12 +117,14 @@ impl Engine {
                 top_json(&a.top, a.labels),
                 a.dish().map(str::to_string),
                 a.top.first().map(|s| s.probability),
+                a.no_dish,
                 a.timings,
             )
         });
         // The text belongs to this request alone.
         self.dish.set_text_embedding(None);
-        let (head_name, top, dish, probability, stages) = answer?;
+        // A photo with no dish has a null dish and probability, an empty top and no recipes.
+        let (head_name, top, dish, probability, no_dish, stages) = answer?;
         let recipes = match &dish {
             Some(d) => self.recipes_for(d),
             None => Vec::new(),
@@ -131,6 +133,7 @@ impl Engine {
             ("decode", ms(decoded)),
             ("preprocess", ms(stages.preprocess)),
             ("encode", ms(stages.encode)),
+            ("check", ms(stages.check)),
             ("head", ms(stages.head)),
             ("total", ms(t0.elapsed())),
         ];
@@ -149,6 +152,7 @@ impl Engine {
             "precision": self.dish.precision().as_str(),
             "dish": dish,
             "probability": probability,
+            "no_dish": no_dish_json(no_dish.as_ref()),
             "top": top,
             "recipes": recipes,
             "timings_ms": timings.iter().map(|(k, v)| (k.to_string(), json!(round3(*v)))).collect::<serde_json::Map<_, _>>(),

@@ -15,7 +15,7 @@ use dishcam_runtime::{DishOptions, RuntimeError};
 use serde_json::json;
 
 use super::state::{lock, AppState, Snapshot, HISTORY};
-use crate::cli::{recipes_json, EngineArgs};
+use crate::cli::{no_dish_json, recipes_json, EngineArgs};
 
 /// Shortest time between two frames kept for the live view.
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(150);
@@ -142,7 +142,9 @@ fn read_results(
         if window_start.elapsed() >= Duration::from_secs(1) {
             let secs = window_start.elapsed().as_secs_f64();
             live.fps_in = (now.captured - window_counts.captured) as f64 / secs;
-            live.fps_out = (now.classified - window_counts.classified) as f64 / secs;
+            // Out: frames through inference, classified or gated (as `watch`'s fps_out).
+            let through = |c: &dishcam_runtime::pipeline::Counts| c.classified + c.gated;
+            live.fps_out = (through(&now) - through(&window_counts)) as f64 / secs;
             window_start = Instant::now();
             window_counts = now;
         }
@@ -164,6 +166,7 @@ fn read_results(
             live.history.push_back(row);
         }
         live.seq = r.seq;
+        live.no_dish = r.no_dish;
         live.top = r.top[..r.top_len]
             .iter()
             .map(|(c, p)| (label(*c), *p))
@@ -184,8 +187,19 @@ fn read_results(
                 "probability": p,
                 "frame": ev.frame(),
                 "recipes": suggestions,
+                "no_dish": no_dish_json(r.no_dish.as_ref()),
             })
         });
+        // The settled dish's probability follows its smoothed probability frame by frame, as
+        // its bar in `top` does (the event gave it at the frame it settled on).
+        if let Some(p) = live
+            .dish
+            .as_ref()
+            .and_then(|d| live.top.iter().find(|(l, _)| l == d))
+            .map(|(_, p)| *p)
+        {
+            live.probability = Some(p);
+        }
         drop(live);
         {
             let mut m = lock(&state.metrics);
@@ -244,7 +258,7 @@ impl<C: FrameClassifier> FrameClassifier for Snapshotting<C> {
         self.inner.preprocess(frame)
     }
 
-    fn classify(&mut self, probs: &mut [f32]) -> Result<(), RuntimeError> {
+    fn classify(&mut self, probs: &mut [f32]) -> Result<dishcam_runtime::Verdict, RuntimeError> {
         self.inner.classify(probs)
     }
 }

@@ -6,12 +6,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use dishcam_runtime::pipeline::Counts;
+use dishcam_runtime::NoDish;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, Semaphore};
 
 use super::engine::Engine;
 use super::live::LiveRunner;
+use crate::cli::no_dish_json;
 use dishcam_eval::prometheus::Metrics;
 
 /// Latency samples kept for the page's chart.
@@ -34,12 +36,15 @@ pub struct LiveView {
     /// idle (no source), starting, running, ended, or the error that stopped it.
     pub status: String,
     pub source: Option<String>,
-    /// The settled dish and its smoothed probability.
+    /// The settled dish and its smoothed probability (as of the latest frame, the same number
+    /// as its entry in `top`).
     pub dish: Option<String>,
     pub probability: Option<f32>,
     pub recipes: Vec<Value>,
     /// Smoothed top-5 of the latest frame: (label, probability).
     pub top: Vec<(String, f32)>,
+    /// Set when the latest frame (or, when it was gated, the last one encoded) shows no dish.
+    pub no_dish: Option<NoDish>,
     pub seq: u64,
     pub counts: Counts,
     pub fps_in: f64,
@@ -102,6 +107,27 @@ pub fn token_matches(expected: &[u8; 32], presented: &str) -> bool {
         == 0
 }
 
+impl LiveView {
+    /// `/api/state`'s `live`: the settled dish, the smoothed top, `no_dish` (null while the
+    /// latest frame shows a dish), the frame counters and rates.
+    pub fn json(&self) -> Value {
+        json!({
+            "status": self.status,
+            "source": self.source,
+            "dish": self.dish,
+            "probability": self.probability,
+            "top": self.top.iter().map(|(l, p)| json!({"label": l, "probability": p})).collect::<Vec<_>>(),
+            "recipes": self.recipes,
+            "no_dish": no_dish_json(self.no_dish.as_ref()),
+            "seq": self.seq,
+            "frame": self.frame.as_ref().map(|f| json!({"seq": f.seq, "width": f.width, "height": f.height})),
+            "counts": self.counts,
+            "fps_in": self.fps_in,
+            "fps_out": self.fps_out,
+        })
+    }
+}
+
 impl AppState {
     /// `/api/state`: the live dish, stats, latency history, the models.
     pub fn state_json(&self) -> Value {
@@ -112,19 +138,7 @@ impl AppState {
             "uptime_s": self.started.elapsed().as_secs_f64(),
             "models": *lock(&self.info),
             "auth": self.token.is_some(),
-            "live": {
-                "status": live.status,
-                "source": live.source,
-                "dish": live.dish,
-                "probability": live.probability,
-                "top": live.top.iter().map(|(l, p)| json!({"label": l, "probability": p})).collect::<Vec<_>>(),
-                "recipes": live.recipes,
-                "seq": live.seq,
-                "frame": live.frame.as_ref().map(|f| json!({"seq": f.seq, "width": f.width, "height": f.height})),
-                "counts": live.counts,
-                "fps_in": live.fps_in,
-                "fps_out": live.fps_out,
-            },
+            "live": live.json(),
             "latency": {
                 "live": {"stages": LIVE_STAGES, "ms": live.history},
                 "upload": {"stages": ["decode", "preprocess", "encode", "head", "total"], "ms": *uploads},
@@ -140,6 +154,46 @@ pub type Shared = Arc<AppState>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_live_view_reports_no_dish_and_every_counter() {
+        let mut live = LiveView {
+            status: "running".into(),
+            top: vec![("ramen".into(), 0.25)],
+            no_dish: Some(NoDish {
+                score: 0.125,
+                threshold: 0.5,
+                reason: dishcam_runtime::NoDishReason::NotFood,
+            }),
+            counts: Counts {
+                captured: 50,
+                dropped: 4,
+                gated: 30,
+                classified: 16,
+                no_dish: 9,
+                source_errors: 1,
+            },
+            ..LiveView::default()
+        };
+        let v = live.json();
+        assert_eq!(v["dish"], Value::Null);
+        assert_eq!(
+            v["no_dish"],
+            json!({"score": 0.125, "threshold": 0.5, "reason": "not-food"})
+        );
+        assert_eq!(
+            v["counts"],
+            json!({"captured": 50, "dropped": 4, "gated": 30, "classified": 16, "no_dish": 9, "source_errors": 1})
+        );
+        assert_eq!(v["top"], json!([{"label": "ramen", "probability": 0.25}]));
+        live.no_dish = None;
+        live.dish = Some("ramen".into());
+        live.probability = Some(0.25);
+        let v = live.json();
+        assert_eq!(v["no_dish"], Value::Null);
+        assert_eq!(v["dish"], "ramen");
+        assert_eq!(v["probability"], v["top"][0]["probability"]);
+    }
 
     #[test]
     fn tokens_match_only_exactly() {

@@ -118,7 +118,7 @@ impl FrameClassifier for LiveText {
         FrameClassifier::preprocess(&mut self.inner, frame)
     }
 
-    fn classify(&mut self, probs: &mut [f32]) -> Result<(), RuntimeError> {
+    fn classify(&mut self, probs: &mut [f32]) -> Result<dishcam_runtime::Verdict, RuntimeError> {
         while let Ok(update) = self.updates.try_recv() {
             self.inner.set_text_embedding(update);
         }
