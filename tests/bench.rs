@@ -91,11 +91,23 @@ fn bench_matrix_reports_every_configuration_column_and_stage() {
             assert!(num(&l["p50"]) <= num(&l["p90"]) && num(&l["p90"]) <= num(&l["max"]));
             // Three queries cannot bound a p90: the verdict says so and why.
             assert_eq!(c["verdict"]["valid"], false);
+            assert_eq!(c["verdict"]["label"], "INVALID", "{c}");
             let unmet = c["verdict"]["unmet"].to_string();
             assert!(unmet.contains("needs 44"), "{unmet}");
             assert!(c["tail"]["early_stopping_ms"].is_null());
         }
     }
+    // A quick run that met what it asked for is INDICATIVE, never VALID, in JSON and Markdown.
+    for c in cells(&report, "offline") {
+        assert_eq!(c["verdict"]["label"], "INDICATIVE", "{c}");
+        assert_eq!(c["verdict"]["valid"], false, "{c}");
+    }
+    let md = std::fs::read_to_string(out.join("bench.md")).unwrap();
+    assert!(md.contains("INDICATIVE"), "{md}");
+    assert!(
+        !md.replace("INVALID", "").contains("VALID"),
+        "a quick run says VALID: {md}"
+    );
     let p = find("onnxruntime/int8/1t", "pipeline");
     let stages: Vec<&str> = p["stages"]
         .as_array()

@@ -303,6 +303,11 @@ impl Report<'_> {
                     "duration_s": run.minimums.duration.as_secs_f64(),
                     "confidence": run.minimums.confidence,
                 },
+                "valid_minimums": {
+                    "queries": run.official.queries,
+                    "duration_s": run.official.duration.as_secs_f64(),
+                    "confidence": run.official.confidence,
+                },
             });
             match &run.measured {
                 Measured::Latency { cells, duration } => {
@@ -342,7 +347,7 @@ impl Report<'_> {
                                 "passes_samples_per_s": c.passes,
                                 "ratio_to_naive": naive.map(|n| m / n),
                                 "ratio_to_baseline": base(c.column).map(|b| m / b),
-                                "verdict": Verdict::of(c.passes.len(), *duration, &run.minimums),
+                                "verdict": Verdict::of(c.passes.len(), *duration, &run.official, &run.minimums),
                             })
                         })
                         .collect();
@@ -407,7 +412,7 @@ impl Report<'_> {
                 "name": st.name, "p50_ms": st.p50, "p90_ms": st.p90, "mean_ms": st.mean,
                 "share_of_p90": st.share_of_p90,
             })).collect::<Vec<_>>(),
-            "verdict": Verdict::of(s.queries, duration, &run.minimums),
+            "verdict": Verdict::of(s.queries, duration, &run.official, &run.minimums),
             "device_ms": device_split(c),
         })
     }
@@ -444,7 +449,7 @@ impl Report<'_> {
         if self.quick {
             let _ = writeln!(
                 md,
-                "- **quick run** (`--quick`): too few queries for valid tail estimates; numbers are indicative only"
+                "- **quick run** (`--quick`): too few queries for valid tail estimates; every verdict is INDICATIVE at best"
             );
         }
         for s in self.skipped {
@@ -490,11 +495,13 @@ impl Report<'_> {
                     let tail = run.scenario.tail().unwrap_or(0.9) * 100.0;
                     let _ = writeln!(
                         md,
-                        "{} samples per query; {:.1} s; minimums: {} queries, {:.0} s.\n",
+                        "{} samples per query; {:.1} s; minimums asked: {} queries, {:.0} s (a valid run needs {}, {:.0} s).\n",
                         run.scenario.samples_per_query(),
                         duration.as_secs_f64(),
                         run.minimums.queries,
-                        run.minimums.duration.as_secs_f64()
+                        run.minimums.duration.as_secs_f64(),
+                        run.official.queries,
+                        run.official.duration.as_secs_f64()
                     );
                     let _ = writeln!(
                         md,
@@ -507,7 +514,7 @@ impl Report<'_> {
                             .iter()
                             .find(|x| x.engine == self.baseline && x.column == c.column)
                             .map(|x| cell_stats(x, run.scenario).tail_ms);
-                        let v = Verdict::of(s.queries, *duration, &run.minimums);
+                        let v = Verdict::of(s.queries, *duration, &run.official, &run.minimums);
                         let _ = writeln!(
                             md,
                             "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {}{} |",
@@ -598,7 +605,8 @@ impl Report<'_> {
                             .iter()
                             .find(|x| x.engine == self.baseline && x.column == c.column)
                             .map(|x| median(&x.passes));
-                        let v = Verdict::of(c.passes.len(), *duration, &run.minimums);
+                        let v =
+                            Verdict::of(c.passes.len(), *duration, &run.official, &run.minimums);
                         let _ = writeln!(
                             md,
                             "| {} | {} | {} | {:.1} | {} | {} | {}{} |",

@@ -89,49 +89,76 @@ pub struct Minimums {
     pub confidence: f64,
 }
 
-/// VALID, or INVALID with each minimum that was not met.
+/// VALID, INDICATIVE or INVALID, with each of the scenario's minimums that was not met.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Verdict {
+    /// Met the scenario's own minimums (LoadGen's, not lowered).
     pub valid: bool,
+    /// `VALID`; `INDICATIVE`: met only the minimums the run was asked for, lower than the
+    /// scenario's (a `--quick` run, or lowered `--min-*`), so its numbers are a hint, not a
+    /// result; `INVALID`: not even those.
+    pub label: &'static str,
+    /// The scenario's minimums that were not met.
     pub unmet: Vec<String>,
 }
 
 impl Verdict {
-    pub fn of(queries: usize, duration: Duration, min: &Minimums) -> Verdict {
-        let mut unmet = Vec::new();
-        if queries < min.queries {
-            unmet.push(format!("{queries} queries < minimum {}", min.queries));
-        }
-        if duration < min.duration {
-            unmet.push(format!(
-                "{:.1} s < minimum duration {:.1} s",
-                duration.as_secs_f64(),
-                min.duration.as_secs_f64()
-            ));
-        }
-        if let Some(p) = min.tail {
-            let need = min_queries_for_estimate(p, min.confidence);
-            if queries < need {
-                unmet.push(format!(
-                    "{queries} queries cannot bound the p{} at {:.0} % confidence (needs {need})",
-                    p * 100.0,
-                    min.confidence * 100.0
-                ));
-            }
-        }
+    /// The verdict on `queries` in `duration` against the scenario's minimums `official` and
+    /// the (possibly lower) minimums `asked` the run was given.
+    pub fn of(
+        queries: usize,
+        duration: Duration,
+        official: &Minimums,
+        asked: &Minimums,
+    ) -> Verdict {
+        let unmet = unmet(queries, duration, official);
+        let label = if unmet.is_empty() {
+            "VALID"
+        } else if unmet_is_empty(queries, duration, asked) {
+            "INDICATIVE"
+        } else {
+            "INVALID"
+        };
         Verdict {
             valid: unmet.is_empty(),
+            label,
             unmet,
         }
     }
 
     pub fn label(&self) -> &'static str {
-        if self.valid {
-            "VALID"
-        } else {
-            "INVALID"
+        self.label
+    }
+}
+
+fn unmet_is_empty(queries: usize, duration: Duration, min: &Minimums) -> bool {
+    unmet(queries, duration, min).is_empty()
+}
+
+/// Each minimum of `min` that `queries` in `duration` do not meet, said as a sentence.
+fn unmet(queries: usize, duration: Duration, min: &Minimums) -> Vec<String> {
+    let mut unmet = Vec::new();
+    if queries < min.queries {
+        unmet.push(format!("{queries} queries < minimum {}", min.queries));
+    }
+    if duration < min.duration {
+        unmet.push(format!(
+            "{:.1} s < minimum duration {:.1} s",
+            duration.as_secs_f64(),
+            min.duration.as_secs_f64()
+        ));
+    }
+    if let Some(p) = min.tail {
+        let need = min_queries_for_estimate(p, min.confidence);
+        if queries < need {
+            unmet.push(format!(
+                "{queries} queries cannot bound the p{} at {:.0} % confidence (needs {need})",
+                p * 100.0,
+                min.confidence * 100.0
+            ));
         }
     }
+    unmet
 }
 
 #[cfg(test)]
@@ -197,15 +224,40 @@ mod tests {
             tail: Some(0.9),
             confidence: 0.99,
         };
-        let v = Verdict::of(2000, Duration::from_secs(61), &min);
+        let v = Verdict::of(2000, Duration::from_secs(61), &min, &min);
         assert!(v.valid && v.unmet.is_empty());
         assert_eq!(v.label(), "VALID");
-        let v = Verdict::of(30, Duration::from_secs(2), &min);
+        let v = Verdict::of(30, Duration::from_secs(2), &min, &min);
         assert!(!v.valid);
         assert_eq!(v.unmet.len(), 3, "{:?}", v.unmet);
         assert!(v.unmet[0].contains("30 queries < minimum 1024"));
         assert!(v.unmet[1].contains("minimum duration 60.0 s"));
         assert!(v.unmet[2].contains("needs 44"));
         assert_eq!(v.label(), "INVALID");
+    }
+
+    /// A run asked for less than the scenario needs (`--quick`) and got it is INDICATIVE, never
+    /// VALID, and still lists what the scenario's minimums would have needed.
+    #[test]
+    fn a_run_that_met_only_lowered_minimums_is_indicative() {
+        let official = Minimums {
+            queries: 1024,
+            duration: Duration::from_secs(60),
+            tail: Some(0.9),
+            confidence: 0.99,
+        };
+        let quick = Minimums {
+            queries: 64,
+            duration: Duration::from_secs(2),
+            ..official
+        };
+        let v = Verdict::of(100, Duration::from_secs(3), &official, &quick);
+        assert!(!v.valid);
+        assert_eq!(v.label(), "INDICATIVE");
+        assert_eq!(v.unmet.len(), 2, "{:?}", v.unmet);
+        let v = Verdict::of(10, Duration::from_secs(3), &official, &quick);
+        assert_eq!(v.label(), "INVALID");
+        let v = Verdict::of(2000, Duration::from_secs(61), &official, &quick);
+        assert_eq!(v.label(), "VALID");
     }
 }
