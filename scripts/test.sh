@@ -12,6 +12,8 @@ cd "$(dirname "$0")/.."
 # Build exactly what `cargo nextest run --workspace` builds (a plain `cargo run` resolves
 # features for the binary alone and would compile tract a second time).
 cargo build -q --workspace --all-targets
+# Also fetches the onnxruntime and OpenVINO libraries (pinned wheels), so the backend suites and
+# the parity tests run on both instead of printing `SKIPPED (openvino)`.
 ./target/debug/dishcam models pull lite
 # Real photos without a dish (the scikit-image wheel's samples, pinned) for tests/no_dish.rs.
 ./scripts/fetch_nonfood.sh >/dev/null

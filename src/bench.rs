@@ -23,7 +23,8 @@ pub struct BenchArgs {
     /// Scenarios: single-stream, multi-stream, offline (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "single-stream,offline")]
     scenario: Vec<String>,
-    /// Backends to compare (comma-separated): onnxruntime, tract (tensorrt where built).
+    /// Backends to compare (comma-separated): onnxruntime, openvino, tract (tensorrt where
+    /// built).
     #[arg(long, value_delimiter = ',', default_value = "onnxruntime")]
     backend: Vec<String>,
     /// Precisions to compare (comma-separated): fp32, int8.

@@ -23,8 +23,8 @@ pub struct EngineArgs {
     /// Model pack: an installed pack's name or a pack directory.
     #[arg(long, default_value = "lite", env = "DISHCAM_PACK")]
     pub pack: String,
-    /// Inference backend: auto (onnxruntime when its library loads, else tract), onnxruntime
-    /// or tract.
+    /// Inference backend: auto (onnxruntime when its library loads, else tract), onnxruntime,
+    /// openvino or tract.
     #[arg(long, default_value = "auto", env = "DISHCAM_BACKEND")]
     pub backend: String,
     /// Model precision variant (fp32, fp16, int8).

@@ -13,6 +13,7 @@ use dishcam_models::onnx::read_signature;
 use dishcam_models::pack::OverlayMigration;
 use dishcam_models::{Home, Pack};
 use dishcam_runtime::backend::onnxruntime::ORT_VERSION;
+use dishcam_runtime::backend::openvino::OPENVINO_VERSION;
 use dishcam_runtime::backend::tensorrt::cache::EngineDevice;
 use dishcam_runtime::backend::{self, ModelSpec, SessionOptions};
 use serde_json::json;
@@ -134,6 +135,11 @@ pub fn run(cmd: &ModelsCommand, quiet: bool) -> anyhow::Result<ExitCode> {
             match installed.library {
                 Ok(p) => println!("onnxruntime {ORT_VERSION}: {}", show(&p)),
                 Err(e) => eprintln!("warning: {e}"),
+            }
+            match installed.openvino {
+                Some(Ok(p)) => println!("openvino {OPENVINO_VERSION}: {}", show(&p)),
+                Some(Err(e)) => eprintln!("warning: {e}"),
+                None => {}
             }
             if let Some(n) = installed.notice {
                 eprintln!("note: {n}");

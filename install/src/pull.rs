@@ -83,6 +83,8 @@ pub enum PullError {
     },
     #[error("there is no pinned onnxruntime wheel for {platform}; set ORT_DYLIB_PATH to an onnxruntime {version} library (or use --backend tract)", version = dishcam_runtime::backend::onnxruntime::ORT_VERSION)]
     NoRuntimeWheel { platform: String },
+    #[error("there is no pinned openvino wheel for {platform}; set DISHCAM_OPENVINO_LIB to an OpenVINO {version} libopenvino_c.so (or use another --backend)", version = dishcam_runtime::backend::openvino::OPENVINO_VERSION)]
+    NoOpenvinoWheel { platform: String },
     #[error("{path}: {message}")]
     Archive { path: String, message: String },
     #[error("{path}: {source}")]

@@ -1,4 +1,4 @@
-//! dishcam runtime: inference backends (onnxruntime, tract, TensorRT) behind one trait,
+//! dishcam runtime: inference backends (onnxruntime, OpenVINO, tract, TensorRT) behind one trait,
 //! tokenisation, encoders, heads and fusion, and [`DishClassifier`], the one chain from pixels
 //! (and an optional text) to ranked dishes with stage times, with the live pipeline and
 //! smoothing around it. Also the cached parallel [`embedder`] that teach and eval use, and the

@@ -3,6 +3,7 @@
 //! problems on each backend compiled in.
 
 pub mod onnxruntime;
+pub mod openvino;
 pub mod tensorrt;
 pub mod tract;
 
@@ -23,6 +24,9 @@ pub enum BackendKind {
     /// onnxruntime, loaded at run time: fp32 and int8 Q/DQ, CPU and (where the library has
     /// them) CUDA and TensorRT execution providers.
     Onnxruntime,
+    /// OpenVINO's CPU plugin, loaded at run time (cargo feature `openvino`, on by default):
+    /// fp32 and int8 Q/DQ.
+    Openvino,
     /// Pure-Rust tract: always built, fp32.
     Tract,
     /// TensorRT through the bridge library opened at run time (built with `--features
@@ -32,8 +36,9 @@ pub enum BackendKind {
 
 impl BackendKind {
     /// Every backend kind; a kind whose library is absent fails to open with a message.
-    pub const ALL: [BackendKind; 3] = [
+    pub const ALL: [BackendKind; 4] = [
         BackendKind::Onnxruntime,
+        BackendKind::Openvino,
         BackendKind::Tract,
         BackendKind::TensorRt,
     ];
@@ -41,6 +46,7 @@ impl BackendKind {
     pub fn as_str(self) -> &'static str {
         match self {
             BackendKind::Onnxruntime => "onnxruntime",
+            BackendKind::Openvino => "openvino",
             BackendKind::Tract => "tract",
             BackendKind::TensorRt => "tensorrt",
         }
@@ -59,6 +65,7 @@ impl std::str::FromStr for BackendKind {
         match s {
             "tract" => Ok(BackendKind::Tract),
             "onnxruntime" | "ort" => Ok(BackendKind::Onnxruntime),
+            "openvino" | "ov" => Ok(BackendKind::Openvino),
             "tensorrt" | "trt" => Ok(BackendKind::TensorRt),
             other => Err(BackendError::Unknown(other.to_string())),
         }
@@ -69,7 +76,7 @@ impl std::str::FromStr for BackendKind {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackendError {
-    #[error("unknown backend '{0}'; available: auto, onnxruntime, tract, tensorrt")]
+    #[error("unknown backend '{0}'; available: auto, onnxruntime, openvino, tract, tensorrt")]
     Unknown(String),
     #[error("backend {backend} is not available: {why}")]
     Unavailable { backend: String, why: String },
@@ -114,7 +121,7 @@ pub struct ModelSpec<'a> {
     pub fixed_dims: &'a [(&'a str, usize)],
 }
 
-/// Graph optimisation level (onnxruntime's levels; tract always optimises fully).
+/// Graph optimisation level (onnxruntime's levels; tract and OpenVINO always optimise fully).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GraphOptimization {
     Disable,
@@ -178,7 +185,8 @@ impl std::str::FromStr for Provider {
 /// Per-session settings.
 #[derive(Debug, Clone, Default)]
 pub struct SessionOptions {
-    /// Intra-op threads; `None` lets the backend choose (onnxruntime: one per physical core).
+    /// Intra-op threads; `None` lets the backend choose (onnxruntime and OpenVINO: one per
+    /// physical core).
     pub threads: Option<usize>,
     pub optimization: GraphOptimization,
     /// Execution providers (onnxruntime only); empty means CPU.
@@ -242,8 +250,8 @@ pub trait Session: Send {
 }
 
 /// The backend of `kind`; onnxruntime looks for its library as
-/// [`onnxruntime::library_candidates`] says, with the dishcam home from the environment, and
-/// TensorRT for its bridge as [`tensorrt::library_candidates`] says (caching engines in the
+/// [`onnxruntime::library_candidates`] says, with the dishcam home from the environment,
+/// OpenVINO as [`openvino::library_candidates`] says, and TensorRT for its bridge as [`tensorrt::library_candidates`] says (caching engines in the
 /// home).
 pub fn backend(kind: BackendKind) -> Result<Box<dyn Backend>, BackendError> {
     match kind {
@@ -251,6 +259,10 @@ pub fn backend(kind: BackendKind) -> Result<Box<dyn Backend>, BackendError> {
         BackendKind::Onnxruntime => {
             let home = Home::from_env().ok();
             Ok(Box::new(onnxruntime::OrtBackend::new(home.as_ref())?))
+        }
+        BackendKind::Openvino => {
+            let home = Home::from_env().ok();
+            Ok(Box::new(openvino::OpenvinoBackend::new(home.as_ref())?))
         }
         BackendKind::TensorRt => Ok(Box::new(tensorrt::TensorRtBackend::from_env()?)),
     }
