@@ -63,22 +63,7 @@ pub fn is_needed(name: &str) -> bool {
 
 /// The pinned wheel for this machine, if there is one.
 pub fn host_wheel() -> Option<(Pin, &'static str)> {
-    if std::env::consts::OS != "linux" {
-        return None;
-    }
-    OPENVINO_WHEELS
-        .iter()
-        .find(|(arch, _, _)| *arch == std::env::consts::ARCH)
-        .map(|(_, platform, sha)| {
-            (
-                Pin {
-                    package: "openvino".into(),
-                    version: OPENVINO_VERSION.into(),
-                    sha256: sha.to_string(),
-                },
-                *platform,
-            )
-        })
+    crate::runtime_lib::host_pin("openvino", OPENVINO_VERSION, OPENVINO_WHEELS)
 }
 
 /// Fetches (unless already extracted and intact) the pinned openvino wheel for this machine and

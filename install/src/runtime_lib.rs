@@ -32,17 +32,27 @@ const PYTHON_VERSION: &str = "3.11";
 
 /// The pinned wheel for this machine, if there is one.
 pub fn host_wheel() -> Option<(Pin, &'static str)> {
+    host_pin("onnxruntime", ORT_VERSION, ORT_WHEELS)
+}
+
+/// The pin of `package` `version` among `wheels` (architecture, platform tag, sha256) for this
+/// machine, with its platform tag; `None` off Linux or on an architecture without a wheel.
+pub(crate) fn host_pin(
+    package: &str,
+    version: &str,
+    wheels: &[(&str, &'static str, &str)],
+) -> Option<(Pin, &'static str)> {
     if std::env::consts::OS != "linux" {
         return None;
     }
-    ORT_WHEELS
+    wheels
         .iter()
         .find(|(arch, _, _)| *arch == std::env::consts::ARCH)
         .map(|(_, platform, sha)| {
             (
                 Pin {
-                    package: "onnxruntime".into(),
-                    version: ORT_VERSION.into(),
+                    package: package.into(),
+                    version: version.into(),
                     sha256: sha.to_string(),
                 },
                 *platform,
