@@ -10,7 +10,7 @@ use dishcam_eval::{
     RetrievalEval, Split,
 };
 use dishcam_models::HeadInput;
-use dishcam_runtime::dataset::{is_holdout, list_class_folders};
+use dishcam_runtime::dataset::list_class_folders;
 use serde_json::json;
 
 use crate::cli::{print_json, show, Bar, EngineArgs};
@@ -178,11 +178,7 @@ pub fn run(cmd: &EvalCommand, quiet: bool) -> anyhow::Result<ExitCode> {
         data: args.data.clone(),
         text_csv: args.text_csv.clone(),
         head: args.head.clone(),
-        split: match args.split {
-            SplitArg::All => Split::All,
-            SplitArg::Holdout => Split::Holdout,
-            SplitArg::Train => Split::Train,
-        },
+        split: args.split.split(),
         holdout: args.holdout,
         temperature: args.temperature,
         decode: args.engine.decode_options(),
@@ -243,53 +239,6 @@ fn no_dish(args: &EvalNoDishArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let backend = args.engine.backend()?;
     let opts = args.engine.load_options()?;
     let decode = args.engine.decode_options();
-    if let Some(recall) = args.calibrate {
-        let base = pack.manifest.no_dish.clone().ok_or_else(|| {
-            anyhow::anyhow!(
-                "pack '{}' has no [no_dish] check to calibrate; add one to its manifest first",
-                pack.manifest.name
-            )
-        })?;
-        let split = args.split.split();
-        let mut food = Vec::new();
-        for dir in &args.food {
-            food.extend(
-                list_class_folders(dir)?
-                    .into_iter()
-                    .filter(|i| match split {
-                        Split::All => true,
-                        Split::Holdout => is_holdout(&i.id, args.holdout),
-                        Split::Train => !is_holdout(&i.id, args.holdout),
-                    }),
-            );
-        }
-        let bar = Bar::new(quiet);
-        let embedder = args
-            .engine
-            .embedder(&pack, backend.as_ref(), &bar, args.no_cache)?;
-        let (mut check, full, thumbs) =
-            calibrate_no_dish(&embedder, &food, &base, recall, &decode)?;
-        check.note = format!(
-            "thresholds keep {:.0}% of {full} full-size and {thumbs} thumbnail food photos ({} split of {}) by `dishcam eval no-dish --calibrate {recall}`",
-            recall * 100.0,
-            split.as_str(),
-            args.food.iter().map(|d| show(d)).collect::<Vec<_>>().join(", ")
-        );
-        let text = serde_json::to_string_pretty(&check)? + "\n";
-        match &args.write {
-            Some(path) => {
-                dishcam_models::pack::write_atomic(path, text.as_bytes())?;
-                println!(
-                    "threshold {:.4} (full size, {full} photos), {:.4} (thumbnails, {thumbs} photos) written to {}",
-                    check.threshold,
-                    check.thumbnail_threshold,
-                    show(path)
-                );
-            }
-            None => print!("{text}"),
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
     let req = NoDishEval {
         food: args.food.clone(),
         non_food: args.non_food.clone(),
@@ -299,6 +248,34 @@ fn no_dish(args: &EvalNoDishArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         head: args.head.clone(),
         decode,
     };
+    if let Some(recall) = args.calibrate {
+        let base = pack.manifest.no_dish.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "pack '{}' has no [no_dish] check to calibrate; add one to its manifest first",
+                pack.manifest.name
+            )
+        })?;
+        let bar = Bar::new(quiet);
+        let embedder = args
+            .engine
+            .embedder(&pack, backend.as_ref(), &bar, args.no_cache)?;
+        let check = calibrate_no_dish(&embedder, &req, &base, recall)?;
+        let text = serde_json::to_string_pretty(&check)? + "\n";
+        match &args.write {
+            Some(path) => {
+                dishcam_models::pack::write_atomic(path, text.as_bytes())?;
+                println!(
+                    "thresholds {:.4} (full size), {:.4} (thumbnails) written to {}: {}",
+                    check.threshold,
+                    check.thumbnail_threshold,
+                    show(path),
+                    check.note
+                );
+            }
+            None => print!("{text}"),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let ev = evaluate_no_dish(&pack, backend, &opts, &req)?;
     if args.json {
         let mut v = serde_json::to_value(&ev)?;

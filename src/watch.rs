@@ -280,7 +280,7 @@ pub fn run(args: &WatchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             let now = pipeline.counts();
             let secs = last_stats.elapsed().as_secs_f64();
             let fps_in = (now.captured - last_counts.captured) as f64 / secs;
-            let fps_out = (through(&now) - through(&last_counts)) as f64 / secs;
+            let fps_out = (now.through_inference() - last_counts.through_inference()) as f64 / secs;
             let telemetry = json!(sampler.latest());
             emit_stats(
                 args.json, quiet, "stats", fps_in, fps_out, &now, &window, telemetry,
@@ -298,7 +298,7 @@ pub fn run(args: &WatchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let counts = stopped?;
     let board = sampler.stop();
     let fps_in = counts.captured as f64 / elapsed.max(1e-9);
-    let fps_out = through(&counts) as f64 / elapsed.max(1e-9);
+    let fps_out = counts.through_inference() as f64 / elapsed.max(1e-9);
     let telemetry = json!({
         "peak_rss_mb": board.peak_rss_mb,
         "mean_cpu_util": board.mean_cpu_util,
@@ -310,12 +310,6 @@ pub fn run(args: &WatchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         args.json, false, "summary", fps_in, fps_out, &counts, &samples, telemetry,
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Frames that have been through inference: classified (the encoder ran) or gated (skipped).
-/// `fps_out` counts these, so a static scene the gate skips still reads as keeping up.
-fn through(c: &Counts) -> u64 {
-    c.classified + c.gated
 }
 
 /// Prints `source_lost` and `source_back` for what the source went through since the last call;

@@ -77,6 +77,15 @@ pub enum Split {
 }
 
 impl Split {
+    /// Whether an example with `id` is in this split, with `holdout` the hold-out fraction.
+    pub fn keeps(self, id: &str, holdout: f64) -> bool {
+        match self {
+            Split::All => true,
+            Split::Holdout => is_holdout(id, holdout),
+            Split::Train => !is_holdout(id, holdout),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Split::All => "all",
@@ -223,11 +232,7 @@ pub fn evaluate_head(
         .enumerate()
         .map(|(i, l)| (l.as_str(), i))
         .collect();
-    let in_split = |id: &str| match args.split {
-        Split::All => true,
-        Split::Holdout => is_holdout(id, args.holdout),
-        Split::Train => !is_holdout(id, args.holdout),
-    };
+    let in_split = |id: &str| args.split.keeps(id, args.holdout);
 
     let photos = match &args.data {
         Some(dir) => {

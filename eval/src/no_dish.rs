@@ -15,7 +15,7 @@ use dishcam_capture::decode::{decode_file, DecodeOptions};
 use dishcam_models::manifest::NoDishCheck;
 use dishcam_models::Pack;
 use dishcam_runtime::backend::Backend;
-use dishcam_runtime::dataset::{is_holdout, list_class_folders, LabelledImage};
+use dishcam_runtime::dataset::{list_class_folders, LabelledImage};
 use dishcam_runtime::dish::food_score;
 use dishcam_runtime::embedder::Embedder;
 use dishcam_runtime::{DishClassifier, DishOptions, LoadOptions};
@@ -208,14 +208,7 @@ pub fn evaluate_no_dish(
         }))
     };
     for dir in &req.food {
-        let items: Vec<LabelledImage> = list_class_folders(dir)?
-            .into_iter()
-            .filter(|i| match req.split {
-                Split::All => true,
-                Split::Holdout => is_holdout(&i.id, req.holdout),
-                Split::Train => !is_holdout(&i.id, req.holdout),
-            })
-            .collect();
+        let items = food_photos(dir, req)?;
         let (mut photos, mut with_dish) = (0, 0);
         for item in &items {
             let Ok(img) = decode_file(&item.path, &req.decode) else {
@@ -294,23 +287,34 @@ pub fn evaluate_no_dish(
     })
 }
 
-/// Sets `base`'s two thresholds so that a share `recall` of `food` photos keeps its dish in
-/// each regime (camera resolution, thumbnail), from the check's output on each photo as it
-/// comes (cached by `embedder`). Returns the calibrated check and the number of photos in each
-/// regime.
+/// The photos of the folder-per-class `dir` in `req`'s split.
+fn food_photos(dir: &Path, req: &NoDishEval) -> Result<Vec<LabelledImage>, EvalError> {
+    Ok(list_class_folders(dir)?
+        .into_iter()
+        .filter(|i| req.split.keeps(&i.id, req.holdout))
+        .collect())
+}
+
+/// Sets `base`'s two thresholds so that a share `recall` of `req`'s food photos (in its split)
+/// keeps its dish in each regime (camera resolution, thumbnail), from the check's output on
+/// each photo as it comes (cached by `embedder`). The calibrated check's `note` says how it was
+/// made.
 pub fn calibrate_no_dish(
     embedder: &Embedder,
-    food: &[LabelledImage],
+    req: &NoDishEval,
     base: &NoDishCheck,
     recall: f32,
-    decode: &DecodeOptions,
-) -> Result<(NoDishCheck, usize, usize), EvalError> {
+) -> Result<NoDishCheck, EvalError> {
     if !(0.5..1.0).contains(&recall) {
         return Err(EvalError::Invalid(format!(
             "recall {recall} must be in [0.5, 1)"
         )));
     }
-    let logits = embedder.images(food, Some(&base.encoder_output), None, decode)?;
+    let mut food = Vec::new();
+    for dir in &req.food {
+        food.extend(food_photos(dir, req)?);
+    }
+    let logits = embedder.images(&food, Some(&base.encoder_output), None, &req.decode)?;
     let (mut full, mut thumb) = (Vec::new(), Vec::new());
     for (item, l) in food.iter().zip(&logits) {
         let Some(l) = l else { continue };
@@ -340,5 +344,17 @@ pub fn calibrate_no_dish(
     check.threshold = at_recall(&mut full, base.threshold);
     check.thumbnail_threshold = at_recall(&mut thumb, base.thumbnail_threshold);
     check.food_recall = recall;
-    Ok((check, full.len(), thumb.len()))
+    check.note = format!(
+        "thresholds keep {:.0}% of {} full-size and {} thumbnail food photos ({} split of {}) by `dishcam eval no-dish --calibrate {recall}`",
+        recall * 100.0,
+        full.len(),
+        thumb.len(),
+        req.split.as_str(),
+        req.food
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(check)
 }

@@ -150,6 +150,15 @@ pub struct Counts {
     pub source_errors: u64,
 }
 
+impl Counts {
+    /// Frames that have been through inference: classified (the encoder ran) or gated
+    /// (skipped, the scene unchanged); the "out" of a frame rate, so a static scene the gate
+    /// skips still reads as keeping up.
+    pub fn through_inference(&self) -> u64 {
+        self.classified + self.gated
+    }
+}
+
 impl Counters {
     pub fn snapshot(&self) -> Counts {
         Counts {

@@ -142,9 +142,8 @@ fn read_results(
         if window_start.elapsed() >= Duration::from_secs(1) {
             let secs = window_start.elapsed().as_secs_f64();
             live.fps_in = (now.captured - window_counts.captured) as f64 / secs;
-            // Out: frames through inference, classified or gated (as `watch`'s fps_out).
-            let through = |c: &dishcam_runtime::pipeline::Counts| c.classified + c.gated;
-            live.fps_out = (through(&now) - through(&window_counts)) as f64 / secs;
+            live.fps_out =
+                (now.through_inference() - window_counts.through_inference()) as f64 / secs;
             window_start = Instant::now();
             window_counts = now;
         }
