@@ -20,7 +20,7 @@ pub struct BenchArgs {
     /// Model pack: an installed pack's name or a pack directory.
     #[arg(long, default_value = "lite", env = "DISHCAM_PACK")]
     pack: String,
-    /// Scenarios: single-stream, multi-stream, offline (comma-separated).
+    /// Scenarios: single-stream, multi-stream, offline, server (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "single-stream,offline")]
     scenario: Vec<String>,
     /// Backends to compare (comma-separated): onnxruntime, openvino, tract (tensorrt where
@@ -79,6 +79,13 @@ pub struct BenchArgs {
     /// Largest photo accepted, in pixels.
     #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
     max_pixels: u64,
+    /// Server scenario: mean rate of the Poisson query arrivals, queries per second (a camera
+    /// at 10 frames per second by default).
+    #[arg(long, default_value_t = 10.0)]
+    server_qps: f64,
+    /// Server scenario: the p99 latency bound, arrival to answer, in ms.
+    #[arg(long, default_value_t = 100.0)]
+    server_latency_ms: f64,
 }
 
 pub fn run(args: &BenchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
@@ -101,6 +108,8 @@ pub fn run(args: &BenchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         optimization: args.optimization.clone(),
         max_pixels: args.max_pixels,
         plots: args.out.is_some(),
+        server_qps: args.server_qps,
+        server_latency_ms: args.server_latency_ms,
     };
     let say = |m: &str| {
         if !quiet {

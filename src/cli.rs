@@ -10,6 +10,7 @@ use clap::Args;
 use dishcam_capture::decode::{DecodeOptions, DEFAULT_MAX_PIXELS};
 use dishcam_models::{Home, Pack, Precision};
 use dishcam_recipes::Hit;
+use dishcam_runtime::autoselect;
 use dishcam_runtime::backend::{self, Backend, BackendChoice, SessionOptions};
 use dishcam_runtime::classify::Scored;
 use dishcam_runtime::embedder::{default_cache_dir, Embedder, Progress};
@@ -23,8 +24,9 @@ pub struct EngineArgs {
     /// Model pack: an installed pack's name or a pack directory.
     #[arg(long, default_value = "lite", env = "DISHCAM_PACK")]
     pub pack: String,
-    /// Inference backend: auto (onnxruntime when its library loads, else tract), onnxruntime,
-    /// openvino or tract.
+    /// Inference backend: auto (the fastest of onnxruntime and openvino for this pack on this
+    /// machine, measured once and cached; tract when neither loads), onnxruntime, openvino or
+    /// tract.
     #[arg(long, default_value = "auto", env = "DISHCAM_BACKEND")]
     pub backend: String,
     /// Model precision variant (fp32, fp16, int8).
@@ -55,10 +57,20 @@ impl EngineArgs {
         Ok(Pack::open(&self.pack, &home)?)
     }
 
-    /// Opens the backend; `auto` says on stderr, in one line, why it fell back to tract.
+    /// Opens the backend. `auto` takes the engine that ran this pack's image encoder fastest
+    /// on this machine at this precision and thread count (measured once, then cached; see
+    /// [`autoselect`]) and says on stderr, in one line, what it chose and why.
     pub fn backend(&self) -> anyhow::Result<Arc<dyn Backend>> {
         let choice: BackendChoice = self.backend.parse()?;
-        let (backend, notice) = backend::open(choice)?;
+        let (backend, notice) = match (choice, self.open_pack()) {
+            (BackendChoice::Auto, Ok(pack)) => {
+                let home = Home::from_env().ok();
+                let (b, note) = autoselect::open_auto(&pack, home.as_ref(), &self.load_options()?)?;
+                (b, Some(note))
+            }
+            // Without a pack to time, `auto` takes onnxruntime, else tract.
+            (choice, _) => backend::open(choice)?,
+        };
         if let Some(notice) = notice {
             eprintln!("note: {notice}");
         }

@@ -12,6 +12,7 @@ use dishcam_models::manifest::Precision;
 use dishcam_models::onnx::read_signature;
 use dishcam_models::pack::OverlayMigration;
 use dishcam_models::{Home, Pack};
+use dishcam_runtime::autoselect;
 use dishcam_runtime::backend::onnxruntime::ORT_VERSION;
 use dishcam_runtime::backend::openvino::OPENVINO_VERSION;
 use dishcam_runtime::backend::tensorrt::cache::EngineDevice;
@@ -186,9 +187,11 @@ pub fn run(cmd: &ModelsCommand, quiet: bool) -> anyhow::Result<ExitCode> {
                 v["dir"] = json!(show(&pack.dir));
                 v["overlay_dir"] = json!(show(&pack.overlay_dir));
                 v["manifest_sha256"] = json!(pack.manifest_sha256);
+                v["auto_backend"] = json!(autoselect::cached_for_pack(&home, &pack));
                 print_json(&v);
             } else {
                 print_info(&pack);
+                print_auto_backend(&home, &pack);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -373,6 +376,17 @@ fn print_info(pack: &Pack) {
     println!("files:");
     for (field, f) in m.files() {
         println!("  {:<44} {:>9}  {}", f.file, megabytes(f.bytes), field);
+    }
+}
+
+/// What `--backend auto` chose for this pack on this machine, per precision and thread count.
+fn print_auto_backend(home: &Home, pack: &Pack) {
+    let choices = autoselect::cached_for_pack(home, pack);
+    if choices.is_empty() {
+        println!("backend auto: not measured yet (the first command run with --backend auto measures it)");
+    }
+    for c in choices {
+        println!("{}", c.note(true));
     }
 }
 

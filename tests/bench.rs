@@ -120,6 +120,7 @@ fn bench_matrix_reports_every_configuration_column_and_stage() {
         [
             "decode",
             "preprocess",
+            "no_dish_check",
             "image_encoder",
             "head",
             "recipes",
@@ -155,7 +156,7 @@ fn bench_matrix_reports_every_configuration_column_and_stage() {
     // The goals are computed from the same run, for the onnxruntime configurations.
     let goals = report["goals"].as_array().unwrap();
     for goal in [
-        "per-frame path p90 / bare encoder session p90",
+        "per-frame path p90 (less decoding and the no-dish check's run) / bare encoder session p90",
         "our encoder call p50 / bare session p50",
         "offline throughput: pipeline / naive loop",
     ] {
@@ -249,11 +250,15 @@ fn bench_refuses_bad_matrices_with_the_fix() {
         &["int4", "the pack 'lite' has: fp32, int8"],
     );
     assert_fails_with(
-        &run(&["--scenario", "server"]),
+        &run(&["--scenario", "datacentre"]),
         &[
-            "'server' is not implemented",
-            "single-stream, multi-stream, offline",
+            "unknown scenario 'datacentre'",
+            "single-stream, multi-stream, offline, server",
         ],
+    );
+    assert_fails_with(
+        &run(&["--scenario", "server", "--server-qps", "0"]),
+        &["--server-qps", "positive"],
     );
     assert_fails_with(&run(&["--threads", "0"]), &["--threads", "at least 1"]);
     let empty = env.dir("empty");
@@ -322,5 +327,92 @@ fn bench_on_a_pack_without_int8_suggests_calibrating() {
     assert_fails_with(
         &env.run(&["bench", "--quick", "--precision", "int8", "--no-startup"]),
         &["has no int8 variant", "dishcam calibrate --pack"],
+    );
+}
+
+/// The server scenario (Poisson arrivals, a p99 bound) and the summary table: top-1 counts the
+/// photos whose folder names a head class, each once, and a p99 over the bound is INVALID.
+#[test]
+fn bench_server_scenario_and_summary_table() {
+    let env = CliEnv::new();
+    // Two photos in a folder named after a head class, one in a folder that names none.
+    let images = env.dir("images");
+    let fixtures = common::repo().join("tests/fixtures/images");
+    for (dir, file) in [
+        ("steak", "cmyk_128x96.jpg"),
+        ("steak", "pattern_640x480.jpg"),
+        ("not_a_class", "gradient_320x240.png"),
+    ] {
+        std::fs::create_dir_all(images.join(dir)).unwrap();
+        std::fs::copy(fixtures.join(file), images.join(dir).join(file)).unwrap();
+    }
+    let run = |bound: &str| {
+        env.json(&[
+            "bench",
+            "--quick",
+            "--scenario",
+            "single-stream,server",
+            "--backend",
+            "onnxruntime",
+            "--precision",
+            "int8",
+            "--threads",
+            "1",
+            "--min-queries",
+            "3",
+            "--warmup",
+            "1",
+            "--server-qps",
+            "50",
+            "--server-latency-ms",
+            bound,
+            "--images",
+            images.to_str().unwrap(),
+            "--no-startup",
+            "--json",
+        ])
+    };
+    let report = run("0.001");
+    let server = cells(&report, "server");
+    assert_eq!(
+        server.len(),
+        1,
+        "one pipeline cell per configuration: {server:?}"
+    );
+    let c = &server[0];
+    assert_eq!(c["column"], "pipeline");
+    assert!(num(&c["queries"]) >= 3.0);
+    assert_eq!(c["verdict"]["label"], "INVALID", "{c}");
+    assert!(
+        c["verdict"]["unmet"]
+            .to_string()
+            .contains("over the 0 ms bound"),
+        "{c}"
+    );
+
+    let summary = report["summary"].as_array().unwrap();
+    assert_eq!(summary.len(), 1);
+    let row = &summary[0];
+    assert_eq!(row["backend"], "onnxruntime");
+    assert_eq!(row["precision"], "int8");
+    assert!(num(&row["encoder_file_mb"]) > 1.0, "{row}");
+    let top1 = &row["top1"];
+    assert_eq!(
+        top1["photos"], 2,
+        "only the photos under a class folder count: {row}"
+    );
+    let (correct, no_dish) = (num(&top1["correct"]), num(&top1["no_dish"]));
+    assert!(correct + no_dish <= 2.0);
+    assert!((num(&top1["rate"]) - correct / 2.0).abs() < 1e-9);
+    let single = cells(&report, "single-stream");
+    let pipe = single.iter().find(|c| c["column"] == "pipeline").unwrap();
+    assert_eq!(row["p90_ms"], pipe["latency_ms"]["p90"]);
+
+    // A bound no query can miss: the bound is not among the unmet minimums.
+    let report = run("100000");
+    let c = &cells(&report, "server")[0];
+    assert!(
+        !c["verdict"]["unmet"].to_string().contains("ms bound"),
+        "{c}"
     );
 }

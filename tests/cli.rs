@@ -733,3 +733,75 @@ fn a_closed_stdout_ends_the_command_quietly() {
         );
     }
 }
+
+/// `--backend auto` times the image encoder on each engine that opens, takes the faster, says so
+/// in one line, caches the choice (the second run measures nothing), and `models info` shows it.
+/// With OpenVINO's library absent it names it unavailable and takes onnxruntime.
+#[test]
+fn backend_auto_measures_once_takes_the_faster_engine_and_models_info_shows_it() {
+    let env = CliEnv::new();
+    let img = image("pattern_640x480.jpg");
+    let run = |ov: Option<&Path>| {
+        let pack = env.pack.to_str().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dishcam"));
+        cmd.args([
+            "classify",
+            &img,
+            "--json",
+            "--precision",
+            "int8",
+            "--threads",
+            "1",
+        ])
+        .args(["--pack", pack])
+        .env("DISHCAM_HOME", env.home.path())
+        .env("ORT_DYLIB_PATH", ort_library())
+        .env("DISHCAM_LOG", "error")
+        .env_remove("DISHCAM_BACKEND");
+        match ov {
+            Some(lib) => cmd.env("DISHCAM_OPENVINO_LIB", lib),
+            None => cmd.env("DISHCAM_OPENVINO_LIB", "/nonexistent/libopenvino_c.so"),
+        };
+        let o = cmd.output().expect("run dishcam");
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (v, stderr(&o))
+    };
+    let real_ov = dishcam_runtime::backend::openvino::library_path(
+        &dishcam_models::Home::from_env().unwrap(),
+    );
+
+    // OpenVINO missing: onnxruntime, and the note says why.
+    let (v, err) = run(None);
+    assert_eq!(v["backend"], "onnxruntime", "{err}");
+    assert!(
+        err.contains("backend auto: onnxruntime") && err.contains("openvino unavailable"),
+        "{err}"
+    );
+
+    if !real_ov.exists() {
+        eprintln!("SKIPPED (openvino): no library at {}", real_ov.display());
+        return;
+    }
+    // Both engines: another key (the library path is in it), so it measures again.
+    let (v, err) = run(Some(&real_ov));
+    assert!(err.contains("measured now"), "{err}");
+    let chosen = v["backend"].as_str().unwrap().to_string();
+    let line = err.lines().find(|l| l.contains("backend auto")).unwrap();
+    let time_of = |k: &str| -> f64 {
+        let at = line.find(&format!("{k} ")).unwrap() + k.len() + 1;
+        line[at..].split(' ').next().unwrap().parse().unwrap()
+    };
+    let (ort, ov) = (time_of("onnxruntime"), time_of("openvino"));
+    let faster = if ov < ort { "openvino" } else { "onnxruntime" };
+    assert_eq!(chosen, faster, "{line}");
+
+    let (v, err) = run(Some(&real_ov));
+    assert_eq!(v["backend"], chosen.as_str());
+    assert!(err.contains("cached"), "{err}");
+
+    let info = env.json(&["models", "info", env.pack.to_str().unwrap(), "--json"]);
+    let rows = info["auto_backend"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{info:#}");
+    assert!(rows.iter().any(|r| r["backend"] == chosen.as_str()));
+}

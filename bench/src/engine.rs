@@ -59,6 +59,7 @@ impl Column {
             Column::Pipeline => &[
                 "decode",
                 "preprocess",
+                "no_dish_check",
                 "image_encoder",
                 "head",
                 "recipes",
@@ -67,6 +68,7 @@ impl Column {
             Column::PipelineText => &[
                 "decode",
                 "preprocess",
+                "no_dish_check",
                 "image_encoder",
                 "text_encoder",
                 "head",
@@ -80,12 +82,15 @@ impl Column {
 }
 
 /// Stage timings of one sample; only the first `Column::stages().len()` entries are used.
-pub type StageTimes = [Duration; 7];
+pub type StageTimes = [Duration; 8];
 
 /// A photo held in memory, so that decoding is timed but disk reads are not.
 pub struct Photo {
     pub name: String,
     pub bytes: Vec<u8>,
+    /// The head class this photo shows, when it sits in a folder named after one (the
+    /// folder-per-class layout of Food-101 and ImageNet): the summary's top-1 counts it.
+    pub label: Option<usize>,
 }
 
 struct Naive {
@@ -115,6 +120,8 @@ pub struct Engine {
     pub load_ms: f64,
     /// The GPU split of the last image-encoder run (TensorRT).
     pub last_device: Option<dishcam_runtime::backend::DeviceTimings>,
+    /// The class the last pipeline query answered (`None`: no dish in view).
+    pub last_top1: Option<usize>,
 }
 
 /// Everything shared by the configurations of one run.
@@ -244,6 +251,7 @@ impl Engine {
             out: String::with_capacity(512),
             load_ms: t.elapsed().as_secs_f64() * 1e3,
             last_device: None,
+            last_top1: None,
         })
     }
 
@@ -316,6 +324,7 @@ impl Engine {
             self.dish.set_text_embedding(None);
         }
         let (stages, best, label) = answer?;
+        self.last_top1 = best.map(|b| b.class);
         let dish = label.as_deref().unwrap_or("");
         let t_recipes = Instant::now();
         let hits = match &self.recipes {
@@ -339,14 +348,14 @@ impl Engine {
         std::hint::black_box(&self.out);
         let output = t_output.elapsed();
         self.last_device = self.dish.device_timings();
-        // `image_encoder` is every image-encoder run of the query: the no-dish check's on the
-        // photo as it comes, and the head's on the prepared photo when the check passed.
-        let image_encoder = stages.encode + stages.check;
+        // Two image-encoder runs per photo with a dish: the no-dish check's on the photo as it
+        // comes, then the head's on the prepared photo (`image_encoder`).
         let row: &[Duration] = match text_encode {
             Some(t) => &[
                 decoded,
                 stages.preprocess,
-                image_encoder,
+                stages.check,
+                stages.encode,
                 t,
                 stages.head,
                 recipes,
@@ -355,7 +364,8 @@ impl Engine {
             None => &[
                 decoded,
                 stages.preprocess,
-                image_encoder,
+                stages.check,
+                stages.encode,
                 stages.head,
                 recipes,
                 output,

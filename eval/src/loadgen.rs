@@ -126,6 +126,19 @@ impl Verdict {
         }
     }
 
+    /// LoadGen's server rule on top of the minimums: the p99 latency (arrival to answer) must
+    /// stay within `bound_ms`, or the run is INVALID whatever else it met.
+    pub fn within_latency_bound(mut self, p99_ms: f64, bound_ms: f64) -> Verdict {
+        if p99_ms > bound_ms {
+            self.valid = false;
+            self.label = "INVALID";
+            self.unmet.push(format!(
+                "p99 latency {p99_ms:.1} ms over the {bound_ms:.0} ms bound"
+            ));
+        }
+        self
+    }
+
     pub fn label(&self) -> &'static str {
         self.label
     }
@@ -167,6 +180,24 @@ mod tests {
 
     fn ms(v: u64) -> Duration {
         Duration::from_millis(v)
+    }
+
+    #[test]
+    fn a_p99_over_the_server_bound_is_invalid_whatever_else_was_met() {
+        let min = Minimums {
+            queries: 10,
+            duration: ms(100),
+            tail: None,
+            confidence: 0.99,
+        };
+        let ok = Verdict::of(10, ms(100), &min, &min);
+        assert_eq!(
+            ok.clone().within_latency_bound(99.0, 100.0).label(),
+            "VALID"
+        );
+        let over = ok.within_latency_bound(100.5, 100.0);
+        assert_eq!(over.label(), "INVALID");
+        assert!(!over.valid && over.unmet[0].contains("100.5 ms over the 100 ms bound"));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! `dishcam-capture` and `dishcam-recipes`; imported by eval, heads, calibration, bench, the
 //! installer and the binary.
 
+pub mod autoselect;
 pub mod backend;
 pub mod classify;
 pub mod dataset;
