@@ -20,4 +20,6 @@ cargo build -q --workspace --all-targets
 status=0
 cargo nextest run --workspace --no-fail-fast "$@" || status=$?
 DISHCAM_BIN="$PWD/target/debug/dishcam" ./trainer/test.sh || status=$?
+# The aarch64 NEON int8 scan against the portable loop, cross-compiled and run under qemu.
+./scripts/check-neon.sh || status=$?
 exit $status

@@ -1,7 +1,8 @@
-//! Dot-product kernels. Each is one portable body, compiled twice: for the baseline target and, on
-//! x86-64, with AVX2+FMA enabled, picked at run time (the release binary is built for baseline
-//! x86-64, where the compiler may only use SSE2). On aarch64 NEON is baseline, so the portable body is
-//! already vectorised.
+//! Dot-product kernels. The f32 dot product is one portable body, compiled twice: for the baseline
+//! target and, on x86-64, with AVX2+FMA enabled, picked at run time (the release binary is built
+//! for baseline x86-64, where the compiler may only use SSE2); on aarch64 NEON is baseline, so the
+//! portable body is already vectorised. The int8 scan has intrinsics per architecture, in
+//! [`super::int8_scan`].
 
 #[inline(always)]
 fn dot_f32_body<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
@@ -27,60 +28,10 @@ fn dot_f32_body<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-#[inline(always)]
-fn scan_i8_body(q: &[i8], codes: &[i8], out: &mut [i32]) {
-    let dim = q.len();
-    for (row, o) in codes.chunks_exact(dim).zip(out.iter_mut()) {
-        *o = row
-            .iter()
-            .zip(q)
-            .map(|(&a, &b)| (a as i16 * b as i16) as i32)
-            .sum();
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
     dot_f32_body::<true>(a, b)
-}
-
-/// AVX2 int8 scan, written with intrinsics because the compiler does not find this form itself:
-/// the portable body auto-vectorised to widening multiplies and ran 2.3x *slower* than the f32
-/// dot product on the same rows (`cargo bench --bench hot -- dot`). Here `maddubs` multiplies
-/// |q| (unsigned) by the row with q's sign applied, summing pairs into i16 (at most
-/// 2 * 127 * 127 = 32258, so no saturation for codes in [-127, 127], which is what
-/// [`quantise_i8`] produces), then `madd` with ones widens the pairs into i32 lanes.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn scan_i8_avx2(q: &[i8], codes: &[i8], out: &mut [i32]) {
-    use std::arch::x86_64::*;
-    let dim = q.len();
-    let full = dim / 32 * 32;
-    let ones = _mm256_set1_epi16(1);
-    for (row, o) in codes.chunks_exact(dim).zip(out.iter_mut()) {
-        let mut acc = _mm256_setzero_si256();
-        let mut i = 0;
-        while i < full {
-            // Safety: i + 32 <= full <= dim = q.len() = row.len(); unaligned loads.
-            let a = _mm256_loadu_si256(q.as_ptr().add(i) as *const __m256i);
-            let b = _mm256_loadu_si256(row.as_ptr().add(i) as *const __m256i);
-            let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ones));
-            i += 32;
-        }
-        let s = _mm_add_epi32(
-            _mm256_castsi256_si128(acc),
-            _mm256_extracti128_si256::<1>(acc),
-        );
-        let s = _mm_hadd_epi32(s, s);
-        let s = _mm_hadd_epi32(s, s);
-        let mut total = _mm_cvtsi128_si32(s);
-        for j in full..dim {
-            total += q[j] as i32 * row[j] as i32;
-        }
-        *o = total;
-    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -98,15 +49,7 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     dot_f32_body::<false>(a, b)
 }
 
-/// `out[r] = q · codes[r*dim..(r+1)*dim]` in i32 for every full row of `codes` (`dim = q.len()`).
-pub fn scan_i8(q: &[i8], codes: &[i8], out: &mut [i32]) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // Safety: the CPU supports AVX2 (checked just above).
-        return unsafe { scan_i8_avx2(q, codes, out) };
-    }
-    scan_i8_body(q, codes, out)
-}
+pub use super::int8_scan::scan_i8;
 
 /// Symmetric per-vector int8 quantisation: `scale = max|x| / 127`, `code = round(x / scale)`.
 /// Returns the scale (0 for an all-zero vector).
@@ -197,7 +140,7 @@ mod tests {
             codes[dim..2 * dim].iter_mut().for_each(|c| *c = -127);
             let (mut fast, mut slow) = (vec![0i32; rows], vec![0i32; rows]);
             scan_i8(&q, &codes, &mut fast);
-            scan_i8_body(&q, &codes, &mut slow);
+            super::super::int8_scan::scan_i8_portable(&q, &codes, &mut slow);
             assert_eq!(fast, slow, "dim {dim}");
         }
         let mut g = vec![0f32; 4];

@@ -44,6 +44,7 @@
 //! a few hundred lines here and touches only the lists it probes.
 
 mod build;
+mod int8_scan;
 pub mod kernels;
 pub mod kmeans;
 
