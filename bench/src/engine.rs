@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 
 use dishcam_capture::decode::{decode_bytes, DecodeOptions};
 use dishcam_capture::{Frame, FrameSource, Next, SourceError};
-use dishcam_models::manifest::{Layout, Preprocess};
+use dishcam_models::manifest::{Layout, NoDishCheck, PhotoPreparation, Preprocess};
 use dishcam_models::{HeadInput, Pack};
 use dishcam_recipes::normalize::ExcludeFilter;
 use dishcam_recipes::RecipeIndex;
 use dishcam_runtime::backend::onnxruntime::{BareSession, OrtBackend};
 use dishcam_runtime::backend::{Backend, BackendKind, ModelSpec, Session, SessionOptions};
+use dishcam_runtime::dish::no_dish_verdict;
 use dishcam_runtime::head::{read_labels, Classifier};
 use dishcam_runtime::pipeline::FrameClassifier;
 use dishcam_runtime::tensor::TensorRef;
@@ -99,6 +100,11 @@ struct Naive {
     reads_output: bool,
     preprocess: Preprocess,
     layout: Layout,
+    /// The pack's no-dish check and the index of its output among the session's outputs: the
+    /// naive loop does the same job as ours, check included.
+    check: Option<(NoDishCheck, usize)>,
+    /// The head's photo preparation (a second encoder run on the prepared photo).
+    preparation: Option<PhotoPreparation>,
 }
 
 /// One configuration's loaded models and reusable buffers.
@@ -194,8 +200,22 @@ impl Engine {
             file,
         )?;
         let path = pack.path(file);
-        let wanted: Vec<_> = std::iter::once(enc.embedding_output.as_str())
+        let check = m.no_dish.clone();
+        let mut names: Vec<&str> = std::iter::once(enc.embedding_output.as_str())
             .chain(extra.iter().copied())
+            .collect();
+        let check_index = check.as_ref().map(|c| {
+            names
+                .iter()
+                .position(|n| *n == c.encoder_output)
+                .unwrap_or_else(|| {
+                    names.push(&c.encoder_output);
+                    names.len() - 1
+                })
+        });
+        let wanted: Vec<_> = names
+            .iter()
+            .copied()
             .map(|name| {
                 enc.outputs
                     .iter()
@@ -218,6 +238,8 @@ impl Engine {
             reads_output: head_meta.encoder_output.is_some(),
             preprocess: enc.preprocess.clone(),
             layout: enc.layout,
+            check: check.zip(check_index),
+            preparation: m.preparation_of(head_meta),
         };
         let bare = match config.backend {
             BackendKind::Onnxruntime => {
@@ -376,16 +398,58 @@ impl Engine {
     }
 
     fn naive(&mut self, photo: &Photo, times: &mut StageTimes) -> Result<()> {
-        let n = &mut self.naive;
         let t0 = Instant::now();
         // What most applications write: decode with the image crate's defaults...
         let img = image::load_from_memory(&photo.bytes)
             .with_context(|| format!("{}: cannot decode", photo.name))?
             .to_rgb8();
         let t1 = Instant::now();
-        // ... resize straight to the input size into a new image, normalise into a new buffer...
+        // ... resize straight to the input size into a new image, normalise into a new buffer,
+        // run the session...
+        let input = self.naive_input(&img);
+        let mut resize = t1.elapsed();
+        let t = Instant::now();
+        let mut out = self.naive_run(&input)?;
+        let mut encoder = t.elapsed();
+        // ... the same job as ours: the no-dish check on that run, then the head's own run on
+        // the prepared photo...
+        let n = &self.naive;
+        if let Some((check, i)) = &n.check {
+            let logits = out[*i].as_slice();
+            if let Verdict::NoDish(_) =
+                no_dish_verdict(check, Some(logits), img.width(), img.height())
+            {
+                times[..4].copy_from_slice(&[t1 - t0, resize, encoder, Duration::ZERO]);
+                return Ok(());
+            }
+            if let Some(prep) = &n.preparation {
+                let t = Instant::now();
+                let prepared = match dishcam_imageproc::prepare::prepare(&img, prep) {
+                    Ok(p) => p,
+                    Err(e) => invalid!("{}: cannot prepare the photo: {e}", photo.name),
+                };
+                let input = self.naive_input(&prepared);
+                resize += t.elapsed();
+                let t = Instant::now();
+                out = self.naive_run(&input)?;
+                encoder += t.elapsed();
+            }
+        }
+        // ... and take the argmax of the head.
+        let n = &mut self.naive;
+        let features = if n.reads_output { &out[1] } else { &out[0] };
+        let t3 = Instant::now();
+        let scores = n.head.scores(Some(features), None)?;
+        std::hint::black_box(argmax(&scores));
+        times[..4].copy_from_slice(&[t1 - t0, resize, encoder, t3.elapsed()]);
+        Ok(())
+    }
+
+    /// The naive resize and normalisation, into new buffers.
+    fn naive_input(&self, img: &image::RgbImage) -> Vec<f32> {
+        let n = &self.naive;
         let (w, h) = (n.preprocess.width, n.preprocess.height);
-        let small = image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle);
+        let small = image::imageops::resize(img, w, h, image::imageops::FilterType::Triangle);
         let plane = (w * h) as usize;
         let mut input = vec![0f32; plane * 3];
         for (i, px) in small.pixels().enumerate() {
@@ -398,25 +462,23 @@ impl Engine {
                 }
             }
         }
-        let t2 = Instant::now();
-        // ... run the session and take the argmax of the head.
-        let mut out = n.encoder.run(&[TensorRef::F32 {
-            shape: &self.input_shape,
-            data: &input,
-        }])?;
-        let features = if n.reads_output {
-            out.pop()
-        } else {
-            out.into_iter().next()
-        }
-        .and_then(|t| t.into_f32())
-        .context("the encoder returned no f32 output")?;
-        let t3 = Instant::now();
-        let scores = n.head.scores(Some(&features), None)?;
-        std::hint::black_box(argmax(&scores));
-        let t4 = Instant::now();
-        times[..4].copy_from_slice(&[t1 - t0, t2 - t1, t3 - t2, t4 - t3]);
-        Ok(())
+        input
+    }
+
+    /// The naive session run: every output as a new f32 vector.
+    fn naive_run(&mut self, input: &[f32]) -> Result<Vec<Vec<f32>>> {
+        self.naive
+            .encoder
+            .run(&[TensorRef::F32 {
+                shape: &self.input_shape,
+                data: input,
+            }])?
+            .into_iter()
+            .map(|t| {
+                t.into_f32()
+                    .context("the encoder returned a non-f32 output")
+            })
+            .collect()
     }
 
     /// Encoder-only runs on the prepared input (the throughput ceiling of this configuration).

@@ -1,12 +1,13 @@
 //! No heap allocation per frame in steady state: the real `lite` pack (EfficientNet-Lite0 and
-//! its heads) on onnxruntime, in the live pipeline, counted by a global allocator.
+//! its heads) on onnxruntime and on OpenVINO (SKIPPED, loudly, without its library), in the live
+//! pipeline, counted by a global allocator.
 //!
 //! Two paths: the Food-101 head with the pack's no-dish check on frames that show no dish (the
 //! check's encoder run, the verdict, smoothing), and a head without a photo preparation with the
 //! check off (encoder, head, softmax, smoothing). A frame that shows a dish to a head with a
 //! photo preparation allocates for that preparation (a 64 px copy and a JPEG round trip).
 //!
-//! The allocator sees Rust allocations only: onnxruntime's own (C++) heap is not counted here
+//! The allocator sees Rust allocations only: onnxruntime's and OpenVINO's own (C++) heaps are not counted here
 //! (its arena is planned once per session; watch RSS in the soak run for the native side).
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -44,12 +45,17 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// The dish chain every front end runs, with `head`, and the no-dish check when `check`.
-fn lite_classifier(precision: Precision, head: &str, check: bool) -> DishClassifier {
+/// The dish chain every front end runs on `kind`, with `head`, and the no-dish check when `check`.
+fn lite_classifier(
+    kind: BackendKind,
+    precision: Precision,
+    head: &str,
+    check: bool,
+) -> DishClassifier {
     let home = Home::from_env().expect("a home directory");
     let pack = Pack::open("lite", &home)
         .unwrap_or_else(|e| panic!("{e}\nthis test needs the lite pack: run ./scripts/test.sh"));
-    let backend = backend::backend(BackendKind::Onnxruntime).expect("the onnxruntime library");
+    let backend = backend::backend(kind).unwrap_or_else(|e| panic!("{kind}: {e}"));
     let opts = LoadOptions {
         precision,
         session: SessionOptions {
@@ -100,22 +106,33 @@ fn allocations_per_frames(
 
 #[test]
 fn steady_state_frames_allocate_nothing_fp32_and_int8() {
-    for precision in [Precision::Fp32, Precision::Int8] {
-        // Test bars show no dish: every frame goes through the check and stops there.
-        let (n, counts) =
-            allocations_per_frames(lite_classifier(precision, "food101", true), 20, 100);
-        assert_eq!(
-            n, 0,
-            "{precision}, food101 + check: {n} allocations in 100 frames"
-        );
-        assert!(counts.no_dish >= 100, "{counts:?}");
-        // The head path: encoder, head, softmax, smoothing.
-        let (n, counts) =
-            allocations_per_frames(lite_classifier(precision, "imagenet", false), 20, 100);
-        assert_eq!(
-            n, 0,
-            "{precision}, imagenet head: {n} allocations in 100 frames"
-        );
-        assert_eq!(counts.no_dish, 0, "{counts:?}");
+    for kind in [BackendKind::Onnxruntime, BackendKind::Openvino] {
+        if kind == BackendKind::Openvino {
+            if let Err(e) = backend::backend(kind) {
+                eprintln!("SKIPPED (openvino): {e}");
+                continue;
+            }
+        }
+        for precision in [Precision::Fp32, Precision::Int8] {
+            // Test bars show no dish: every frame goes through the check and stops there.
+            let (n, counts) =
+                allocations_per_frames(lite_classifier(kind, precision, "food101", true), 20, 100);
+            assert_eq!(
+                n, 0,
+                "{kind} {precision}, food101 + check: {n} allocations in 100 frames"
+            );
+            assert!(counts.no_dish >= 100, "{counts:?}");
+            // The head path: encoder, head, softmax, smoothing.
+            let (n, counts) = allocations_per_frames(
+                lite_classifier(kind, precision, "imagenet", false),
+                20,
+                100,
+            );
+            assert_eq!(
+                n, 0,
+                "{kind} {precision}, imagenet head: {n} allocations in 100 frames"
+            );
+            assert_eq!(counts.no_dish, 0, "{counts:?}");
+        }
     }
 }
