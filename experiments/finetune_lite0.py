@@ -16,6 +16,8 @@ Stages (each resumable; everything is written under --out):
 Usage (trainer env: ~/.cache/dishcam-train/bin/python):
   python experiments/finetune_lite0.py probe --sizes 96,128,160,224
   python experiments/finetune_lite0.py finetune --stages 96,112,128 --epochs 6
+  python experiments/finetune_lite0.py finetune --stages 128 --epochs 4 --lr 1e-4 \
+      --init runs/ft_lite0/ft_last.pt --tag ft2          # a second cycle from the first
 """
 
 from __future__ import annotations
@@ -197,6 +199,8 @@ def cmd_finetune(args, classes, train, val):
     head = nn.Linear(tower.dim, len(classes))
     head.load_state_dict(torch.load(args.out / f"probe_{args.probe_size}.pt"))
     model = nn.Sequential(tower, nn.Dropout(args.dropout), head)
+    if args.init:  # a second cycle: the weights of an earlier run, a fresh optimiser and schedule
+        model.load_state_dict(torch.load(args.init)["model"])
     steps_per_epoch = math.ceil(len(train) / args.batch_size)
     total = steps_per_epoch * args.epochs
     opt = torch.optim.AdamW(
@@ -208,7 +212,7 @@ def cmd_finetune(args, classes, train, val):
     )
     base = [g["lr"] for g in opt.param_groups]
     start_epoch, log = 0, []
-    ckpt = args.out / "ft_last.pt"
+    ckpt = args.out / f"{args.tag}_last.pt"
     if args.resume and ckpt.exists():
         state = torch.load(ckpt)
         model.load_state_dict(state["model"])
@@ -252,13 +256,15 @@ def cmd_finetune(args, classes, train, val):
         }
         log.append(row)
         print(json.dumps(row), flush=True)
-        tmp = args.out / "ft_last.pt.tmp"
+        tmp = args.out / f"{args.tag}_last.pt.tmp"
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch + 1, "log": log}, tmp)
         os.replace(tmp, ckpt)
         if args.stop_after and epoch + 1 - start_epoch >= args.stop_after:
             break
-    (args.out / "finetune.json").write_text(
-        json.dumps({"args": vars(args) | {"out": str(args.out)}, "log": log}, indent=1)
+    (args.out / f"{args.tag}.json").write_text(
+        json.dumps(
+            {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "log": log}, indent=1
+        )
     )
 
 
@@ -281,6 +287,8 @@ def main():
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--init", type=Path, help="start from this run's ft_last.pt weights (a new cycle)")
+    p.add_argument("--tag", default="ft", help="prefix of this run's checkpoint and log files")
     p.add_argument("--stop-after", type=int, default=0)
     args = p.parse_args()
     torch.set_num_threads(args.threads)

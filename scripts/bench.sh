@@ -6,14 +6,16 @@
 # p99 bound 100 ms) at 2 threads; multi-stream for onnxruntime and OpenVINO int8 at 2 threads.
 # tract (fp32 only, 3-10x slower) is left out of the matrix to keep the run near 30 minutes on 2
 # cores; `dishcam bench --backend tract,onnxruntime` compares it. Real Food-101 photos from
-# ../shared/data (or $DISHCAM_SHARED_DATA) when present, folder per class, so the summary gives
-# top-1; generated test patterns otherwise (the report says which). Extra arguments go to every run.
+# ../shared/data (or $DISHCAM_SHARED_DATA) when present: 200 of the full-size 10-class set's
+# held-out photos, folder per class, so the summary gives a top-1 on photos no head was fitted
+# on; generated test patterns otherwise (the report says which). Extra arguments go to every run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${DISHCAM_SHARED_DATA:-../shared/data}
 images=()
 if [ -d "$data/food101-10class/train" ]; then
-  images=(--images "$data/food101-10class/train" --samples 200)
+  # The held-out photos only (the split `teach` uses): no shipped head was fitted on them.
+  images=(--images "$data/food101-10class/train" --split holdout --samples 200)
 fi
 cargo build --release
 bin=./target/release/dishcam

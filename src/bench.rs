@@ -9,7 +9,7 @@ use clap::Args;
 use dishcam_bench::BenchRequest;
 use dishcam_capture::decode::DEFAULT_MAX_PIXELS;
 
-use crate::cli::print_json;
+use crate::cli::{print_json, SplitArg};
 
 #[derive(Args)]
 #[command(after_help = "Examples:
@@ -40,6 +40,13 @@ pub struct BenchArgs {
     /// Use at most this many photos of --images, evenly spaced over their sorted paths.
     #[arg(long, default_value_t = 200)]
     samples: usize,
+    /// Which photos of --images, by the hash split `teach --holdout` uses: `holdout` for a
+    /// summary top-1 on photos no shipped head was fitted on.
+    #[arg(long, value_enum, default_value = "all")]
+    split: SplitArg,
+    /// Hold-out fraction of that split (only with --split holdout|train).
+    #[arg(long, default_value_t = 0.2)]
+    holdout: f64,
     /// Minimum queries per configuration and column (single-stream default 1024, multi-stream
     /// 270).
     #[arg(long)]
@@ -97,6 +104,8 @@ pub fn run(args: &BenchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         threads: args.threads.clone(),
         images: args.images.clone(),
         samples: args.samples,
+        split: args.split.split(),
+        holdout: args.holdout,
         min_queries: args.min_queries,
         min_passes: args.min_passes,
         min_duration: args.min_duration,

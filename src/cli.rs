@@ -284,3 +284,26 @@ pub fn progress_bar(quiet: bool, len: usize, what: &str) -> ProgressBar {
     );
     bar
 }
+
+/// Which photos a command takes, by the hash split `teach --holdout` uses (the file stem's
+/// FNV-1a): `eval` and `bench` share it.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SplitArg {
+    /// Every example.
+    All,
+    /// Examples whose id falls in the hold-out split (`teach --holdout`).
+    Holdout,
+    /// Examples outside the hold-out split.
+    Train,
+}
+
+impl SplitArg {
+    pub fn split(self) -> dishcam_eval::evaluate::Split {
+        use dishcam_eval::evaluate::Split;
+        match self {
+            SplitArg::All => Split::All,
+            SplitArg::Holdout => Split::Holdout,
+            SplitArg::Train => Split::Train,
+        }
+    }
+}

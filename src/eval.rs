@@ -4,16 +4,16 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use dishcam_eval::{
     calibrate_no_dish, evaluate_head, evaluate_no_dish, evaluate_retrieval, HeadEval, NoDishEval,
-    RetrievalEval, Split,
+    RetrievalEval,
 };
 use dishcam_models::HeadInput;
 use dishcam_runtime::dataset::list_class_folders;
 use serde_json::json;
 
-use crate::cli::{print_json, show, Bar, EngineArgs};
+use crate::cli::{print_json, show, Bar, EngineArgs, SplitArg};
 
 #[derive(Subcommand)]
 pub enum EvalCommand {
@@ -122,16 +122,6 @@ pub struct EvalProbeArgs {
     engine: EngineArgs,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SplitArg {
-    /// Every example.
-    All,
-    /// Examples whose id falls in the hold-out split (`teach --holdout`).
-    Holdout,
-    /// Examples outside the hold-out split.
-    Train,
-}
-
 #[derive(Args)]
 #[command(after_help = "Examples:
   dishcam eval classify --data food101/images --split holdout --out report/
@@ -222,16 +212,6 @@ pub fn run(cmd: &EvalCommand, quiet: bool) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-impl SplitArg {
-    fn split(self) -> Split {
-        match self {
-            SplitArg::All => Split::All,
-            SplitArg::Holdout => Split::Holdout,
-            SplitArg::Train => Split::Train,
-        }
-    }
 }
 
 fn no_dish(args: &EvalNoDishArgs, quiet: bool) -> anyhow::Result<ExitCode> {

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dishcam_capture::decode::{decode_bytes, DecodeOptions};
+use dishcam_eval::evaluate::Split;
 use dishcam_eval::loadgen::Minimums;
 use dishcam_models::{Home, Pack, Precision};
 use dishcam_runtime::backend::{self, Backend, BackendError, BackendKind};
@@ -33,6 +34,9 @@ pub struct BenchRequest {
     pub images: Option<PathBuf>,
     /// Use at most this many photos of `images`, evenly spaced over their sorted paths.
     pub samples: usize,
+    /// Which photos of `images` (by file stem, the split `teach` uses), with its fraction.
+    pub split: Split,
+    pub holdout: f64,
     /// Minimum queries per configuration and column (single-stream default 1024, multi-stream
     /// 270).
     pub min_queries: Option<usize>,
@@ -263,7 +267,7 @@ fn parse_precisions(pack: &Pack, names: &[String]) -> Result<Vec<Precision>> {
 /// folder, a few generated ones written to `scratch`.
 fn photos(
     dir: Option<&Path>,
-    limit: usize,
+    (limit, split, holdout): (usize, Split, f64),
     decode: &DecodeOptions,
     scratch: &Path,
     labels: &[String],
@@ -272,7 +276,14 @@ fn photos(
     let (dir, what) = match dir {
         Some(d) => (
             d.to_path_buf(),
-            format!("{} (up to {limit}, evenly spaced by path)", d.display()),
+            match split {
+                Split::All => format!("{} (up to {limit}, evenly spaced by path)", d.display()),
+                _ => format!(
+                    "{} (its {} split at {holdout}, by file name as `teach` splits; up to {limit}, evenly spaced by path)",
+                    d.display(),
+                    split.as_str()
+                ),
+            },
         ),
         None => {
             generate_photos(scratch)?;
@@ -290,6 +301,12 @@ fn photos(
         )
     })?;
     files.sort();
+    if dir_given {
+        files.retain(|p| {
+            let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+            split.keeps(stem, holdout)
+        });
+    }
     // Evenly spaced over the sorted list, so that folder-per-class data sets give every class.
     if files.len() > limit {
         let n = files.len();
@@ -402,7 +419,7 @@ pub fn run(req: &BenchRequest, say: &dyn Fn(&str)) -> Result<BenchOutput> {
     let labels = Arc::new(engine::head_labels(&pack)?);
     let (photos, photo_source) = photos(
         args.images.as_deref(),
-        args.samples.max(1),
+        (args.samples.max(1), args.split, args.holdout),
         &decode,
         &scratch.path().join("photos"),
         &labels,

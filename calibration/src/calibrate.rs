@@ -18,7 +18,7 @@ use dishcam_models::{Pack, PackError, Precision};
 use dishcam_runtime::backend::{self, Backend, BackendError, BackendKind, SessionOptions};
 use dishcam_runtime::dataset::{is_holdout, stable_hash, DatasetError};
 use dishcam_runtime::embedder::Progress;
-use dishcam_runtime::head::Classifier;
+use dishcam_runtime::head::{read_labels, Classifier};
 use dishcam_runtime::{ImageEncoder, LoadOptions, RuntimeError, TextEncoder};
 use image::RgbImage;
 use serde::Serialize;
@@ -165,14 +165,16 @@ fn read_rounding(path: &Path, fp32_sha: &str) -> Result<BTreeMap<String, String>
 struct Photo {
     path: PathBuf,
     key: String,
+    /// Which `--images` entry it came from (the labelled validation sets are these).
+    set: usize,
 }
 
 /// Lists files under `dirs` (recursively, hidden ones skipped), sorted.
 fn list_photos(dirs: &[PathBuf]) -> Result<Vec<Photo>, CalibrateError> {
     let mut out = Vec::new();
-    for dir in dirs {
+    for (set, dir) in dirs.iter().enumerate() {
         if dir.is_file() {
-            out.push(dir.clone());
+            out.push((dir.clone(), set));
             continue;
         }
         let mut stack = vec![dir.clone()];
@@ -187,16 +189,16 @@ fn list_photos(dirs: &[PathBuf]) -> Result<Vec<Photo>, CalibrateError> {
                 if p.is_dir() {
                     stack.push(p);
                 } else if p.is_file() {
-                    out.push(p);
+                    out.push((p, set));
                 }
             }
         }
     }
     out.sort();
-    out.dedup();
+    out.dedup_by(|a, b| a.0 == b.0);
     Ok(out
         .into_iter()
-        .map(|path| {
+        .map(|(path, set)| {
             // Folder + file name: the same photo splits the same way wherever the set lives.
             let key = path
                 .iter()
@@ -205,9 +207,15 @@ fn list_photos(dirs: &[PathBuf]) -> Result<Vec<Photo>, CalibrateError> {
                 .map(|c| c.to_string_lossy().to_string())
                 .collect::<Vec<_>>()
                 .join("/");
-            Photo { path, key }
+            Photo { path, key, set }
         })
         .collect())
+}
+
+/// The head class a photo's folder names (Food-101's `train/<class>/photo.jpg`), if any.
+fn label_of(path: &Path, labels: &[String]) -> Option<usize> {
+    let folder = path.parent()?.file_name()?.to_str()?;
+    labels.iter().position(|l| l == folder)
 }
 
 /// Agreement of one int8 variant with fp32 on the validation photos.
@@ -227,6 +235,58 @@ pub struct Agreement {
     pub saturated_tensors: usize,
     /// Top-1 agreement by how far fp32's top class led its runner-up.
     pub by_margin: [MarginBand; MARGIN_EDGES.len() + 1],
+    /// Top-1 against the labels, fp32 and int8, per labelled validation set.
+    pub accuracy: Vec<SetAccuracy>,
+}
+
+/// The int8 bar (issue 24, as the field reports int8): top-1 may drop by at most this many
+/// points against fp32 on each labelled validation set...
+pub const INT8_MAX_DROP_PT: f64 = 0.5;
+/// ... and int8 must keep fp32's top-1 on at least this share of the photos where fp32 leads
+/// its runner-up by [`CONFIDENT_MARGIN`] or more (where a small error should not flip it).
+pub const INT8_MIN_CONFIDENT_AGREEMENT: f64 = 0.995;
+pub const CONFIDENT_MARGIN: f32 = 0.5;
+
+/// Top-1 against the labels on one labelled validation set: the validation photos of one
+/// `--images` entry whose folders name head classes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SetAccuracy {
+    pub set: String,
+    pub photos: usize,
+    pub fp32_correct: usize,
+    pub int8_correct: usize,
+}
+
+impl SetAccuracy {
+    /// fp32's top-1 minus int8's, in percentage points (negative: int8 did better).
+    pub fn drop_pt(&self) -> f64 {
+        100.0 * (self.fp32_correct as f64 - self.int8_correct as f64) / self.photos.max(1) as f64
+    }
+}
+
+impl Agreement {
+    /// (photos, same top-1) where fp32's margin is at least [`CONFIDENT_MARGIN`].
+    pub fn confident(&self) -> (usize, usize) {
+        self.by_margin
+            .iter()
+            .filter(|b| b.from >= CONFIDENT_MARGIN)
+            .fold((0, 0), |(n, s), b| (n + b.photos, s + b.same_top1))
+    }
+
+    /// Whether this int8 variant meets the bar; `None` when no validation photo carries a label
+    /// (the drop cannot be measured) or none has a confident margin.
+    pub fn meets_bar(&self) -> Option<bool> {
+        let (n, same) = self.confident();
+        if self.accuracy.is_empty() || n == 0 {
+            return None;
+        }
+        Some(
+            self.accuracy
+                .iter()
+                .all(|a| a.drop_pt() <= INT8_MAX_DROP_PT)
+                && same as f64 / n as f64 >= INT8_MIN_CONFIDENT_AGREEMENT,
+        )
+    }
 }
 
 /// Edges of the bands of fp32's margin (its top class's logit lead over the runner-up) that the
@@ -294,6 +354,8 @@ pub struct Report {
     pub calibration_photos: usize,
     pub skipped_photos: usize,
     pub validation_photos: usize,
+    /// How the validation photos were prepared for the head (its `[heads.prepare]`), if at all.
+    pub validation_preparation: Option<String>,
     pub head: Option<String>,
     pub tensors: usize,
     /// Layers left in fp32 (see --keep-fp32).
@@ -567,11 +629,38 @@ pub fn calibrate(
         t.keep_fp32 = keep.clone();
     }
 
-    // Validation photos, decoded once.
+    // Validation photos, decoded once, prepared as the head's `[heads.prepare]` says (so the
+    // head is judged on what it reads when serving), with the head class their folder names.
+    let head = head_name.as_deref().and_then(|h| pack.manifest.head(h));
+    let head_labels = head
+        .map(|h| read_labels(&pack, h))
+        .transpose()?
+        .unwrap_or_default();
+    let preparation = head.and_then(|h| pack.manifest.preparation_of(h));
     let mut val_imgs = Vec::new();
+    let mut val_labels = Vec::new();
     for p in &valid {
         if let Ok(img) = decode_file(&p.path, &decode) {
+            let img = match &preparation {
+                Some(prep) => dishcam_imageproc::prepare::prepare(&img, prep).map_err(|e| {
+                    CalibrateError::Invalid(format!("{}: cannot prepare: {e}", show(&p.path)))
+                })?,
+                None => img,
+            };
             val_imgs.push(img);
+            // Counted against its label only when the head never saw it either: held out by
+            // `teach`'s split too (the file stem's hash at the same fraction), since this split
+            // (folder + file name) is not the one the pack's heads were fitted with.
+            let stem = p
+                .path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
+            val_labels.push(
+                label_of(&p.path, &head_labels)
+                    .filter(|_| is_holdout(stem, args.holdout))
+                    .map(|l| (l, show(&args.images[p.set]))),
+            );
         }
     }
 
@@ -612,11 +701,13 @@ pub fn calibrate(
     if let Some(ort) = ort.as_deref() {
         progress.start(checks.len() as u64 + 1, "agreement checks");
         let mut judge = Judge::new(&pack, ort, &fp32, &val_imgs, load_head(ort)?)?;
+        judge.labels = val_labels;
         progress.advance(1);
         for (t, kept) in &checks {
             let bytes = quantise(t, kept)?;
             let (emb, _) = embed_with(&pack, ort, Precision::Int8, 1, &bytes, &val_imgs)?;
             let f = judge.fidelity(&emb)?;
+            let accuracy = judge.accuracy(&emb)?;
             agreement.push(Agreement {
                 method: t.method.clone(),
                 kept_fp32: kept.len(),
@@ -627,6 +718,7 @@ pub fn calibrate(
                 cosine_min: f.cosine_min,
                 saturated_tensors: t.tensors.values().filter(|a| a.saturation > 1e-3).count(),
                 by_margin: f.by_margin,
+                accuracy,
             });
             progress.advance(1);
         }
@@ -705,6 +797,15 @@ pub fn calibrate(
         calibration_photos: stats.samples,
         skipped_photos: skipped.len(),
         validation_photos: val_imgs.len(),
+        validation_preparation: preparation.map(|p| {
+            format!(
+                "centred square, {} to {} px{}",
+                format!("{:?}", p.resize).to_lowercase(),
+                p.size,
+                p.jpeg_quality
+                    .map_or(String::new(), |q| format!(", JPEG q{q} 4:2:0"))
+            )
+        }),
         head: head_name,
         tensors: primary.tensors.len(),
         kept_fp32: primary.keep_fp32.iter().cloned().collect(),
@@ -851,6 +952,8 @@ struct Judge {
     reference: Vec<Vec<f32>>,
     reference_scores: Vec<Vec<f32>>,
     classifier: Option<Classifier>,
+    /// Per photo: its label (head class) and its set's name, when its folder names a class.
+    labels: Vec<Option<(usize, String)>>,
 }
 
 impl Judge {
@@ -867,6 +970,7 @@ impl Judge {
             reference,
             reference_scores: Vec::new(),
             classifier,
+            labels: Vec::new(),
         };
         let mut scores = Vec::new();
         for i in 0..judge.reference.len() {
@@ -884,6 +988,39 @@ impl Judge {
             Some(c) => Some(c.scores(Some(embedding), None)?),
             None => None,
         })
+    }
+
+    /// Top-1 of fp32 and of `embeddings` (the same photos, in order) against the labels, per
+    /// set; empty without a head or labels.
+    fn accuracy(&mut self, embeddings: &[Vec<f32>]) -> Result<Vec<SetAccuracy>, CalibrateError> {
+        let mut sets: Vec<SetAccuracy> = Vec::new();
+        for (i, e) in embeddings.iter().enumerate() {
+            let (Some(Some((label, set))), Some(reference)) =
+                (self.labels.get(i).cloned(), self.reference_scores.get(i))
+            else {
+                continue;
+            };
+            let fp32 = top_indices(reference, 1)[0];
+            let Some(s) = self.scores(e)? else { continue };
+            let int8 = top_indices(&s, 1)[0];
+            let at = match sets.iter().position(|a| a.set == set) {
+                Some(at) => at,
+                None => {
+                    sets.push(SetAccuracy {
+                        set,
+                        photos: 0,
+                        fp32_correct: 0,
+                        int8_correct: 0,
+                    });
+                    sets.len() - 1
+                }
+            };
+            let a = &mut sets[at];
+            a.photos += 1;
+            a.fp32_correct += usize::from(fp32 == label);
+            a.int8_correct += usize::from(int8 == label);
+        }
+        Ok(sets)
     }
 
     /// `embeddings` (of the same photos, in order) against fp32's.
@@ -1172,14 +1309,17 @@ fn text_agreement(
 /// The report as Markdown.
 pub fn report_markdown(r: &Report) -> String {
     let mut s = format!(
-        "# INT8 calibration of pack `{}`\n\nMethod **{}** on {} photos ({} skipped); {} tensors. Agreement with fp32 on {} held-out photos (head: {}).\n\n",
+        "# INT8 calibration of pack `{}`\n\nMethod **{}** on {} photos ({} skipped); {} tensors. Agreement with fp32 on {} held-out photos (head: {}{}).\n\n",
         r.pack,
         r.method,
         r.calibration_photos,
         r.skipped_photos,
         r.tensors,
         r.validation_photos,
-        r.head.as_deref().unwrap_or("none")
+        r.head.as_deref().unwrap_or("none"),
+        r.validation_preparation
+            .as_deref()
+            .map_or(String::new(), |p| format!(", each prepared as the head reads it: {p}"))
     );
     if !r.kept_fp32.is_empty() {
         s.push_str(&format!(
@@ -1193,6 +1333,7 @@ pub fn report_markdown(r: &Report) -> String {
             l.file, l.weights_rerounded, l.tensors
         ));
     }
+    s.push_str(&bar_table(&r.agreement));
     if !r.agreement.is_empty() {
         s.push_str("| method | layers in fp32 | top-1 agreement | top-5 overlap | cosine mean | cosine min | tensors >0.1% clipped |\n|---|---|---|---|---|---|---|\n");
         for a in &r.agreement {
@@ -1266,6 +1407,52 @@ pub fn report_markdown(r: &Report) -> String {
 
 /// The report's table of top-1 agreement by fp32's margin, one row per agreement check; empty
 /// when no check had a head.
+/// The int8 bar first, as the field reports int8: top-1 against the labels, fp32 and int8, per
+/// labelled validation set, and agreement where fp32 is confident.
+fn bar_table(agreement: &[Agreement]) -> String {
+    if agreement.is_empty() {
+        return String::new();
+    }
+    let mut s = format!(
+        "**The int8 bar**: top-1 on labelled held-out photos (held out from the head's fit too: `teach`'s split) may drop by at most {INT8_MAX_DROP_PT} points against fp32 on each set, and int8 must keep fp32's top-1 on at least {:.1} % of the photos where fp32 leads its runner-up by {CONFIDENT_MARGIN} logit or more.\n\n| method | layers in fp32 | labelled set | photos | fp32 top-1 | int8 top-1 | drop | agreement, margin >= {CONFIDENT_MARGIN} | bar |\n|---|---|---|---|---|---|---|---|---|\n",
+        INT8_MIN_CONFIDENT_AGREEMENT * 100.0
+    );
+    for a in agreement {
+        let (n, same) = a.confident();
+        let confident = if n == 0 {
+            "no photo".to_string()
+        } else {
+            format!("{:.2} % of {n}", 100.0 * same as f64 / n as f64)
+        };
+        let verdict = match a.meets_bar() {
+            Some(true) => "met",
+            Some(false) => "**not met**",
+            None => "not judged (no labelled photos)",
+        };
+        if a.accuracy.is_empty() {
+            s.push_str(&format!(
+                "| {} | {} | none: no validation photo's folder names a head class | | | | | {confident} | {verdict} |\n",
+                a.method, a.kept_fp32
+            ));
+        }
+        for set in &a.accuracy {
+            let pct = |c: usize| 100.0 * c as f64 / set.photos.max(1) as f64;
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {:.2} % | {:.2} % | {:.2} pt | {confident} | {verdict} |\n",
+                a.method,
+                a.kept_fp32,
+                set.set,
+                set.photos,
+                pct(set.fp32_correct),
+                pct(set.int8_correct),
+                set.drop_pt(),
+            ));
+        }
+    }
+    s.push('\n');
+    s
+}
+
 fn margin_table(agreement: &[Agreement]) -> String {
     let Some(first) = agreement
         .iter()
@@ -1399,6 +1586,7 @@ mod tests {
             cosine_min: 0.99,
             saturated_tensors: 0,
             by_margin,
+            accuracy: Vec::new(),
         };
         let t = margin_table(&[check("entropy", bands), check("max", bands)]);
         assert!(
@@ -1411,6 +1599,66 @@ mod tests {
         );
         assert!(t.contains("| max | 4 |"), "{t}");
         assert_eq!(margin_table(&[check("entropy", margin_bands())]), "");
+    }
+
+    /// The bar: drop <= 0.5 pt on every labelled set and >= 99.5 % agreement where fp32's
+    /// margin is >= 0.5; not judged without labels or confident photos.
+    #[test]
+    fn the_int8_bar_needs_every_set_within_the_drop_and_confident_agreement() {
+        let mut bands = margin_bands();
+        for _ in 0..199 {
+            count_margin(&mut bands, &[2.0, 0.0], true);
+        }
+        count_margin(&mut bands, &[0.7, 0.0], true);
+        // Flips where fp32 was unsure do not count against the agreement part.
+        count_margin(&mut bands, &[1.0, 0.9], false);
+        let set = |name: &str, fp32, int8| SetAccuracy {
+            set: name.into(),
+            photos: 1000,
+            fp32_correct: fp32,
+            int8_correct: int8,
+        };
+        let check = |accuracy: Vec<SetAccuracy>, by_margin| Agreement {
+            method: "entropy".into(),
+            kept_fp32: 4,
+            photos: 201,
+            top1: 0.99,
+            top5: 1.0,
+            cosine_mean: 0.999,
+            cosine_min: 0.99,
+            saturated_tensors: 0,
+            by_margin,
+            accuracy,
+        };
+        let ok = check(vec![set("a", 500, 495), set("b", 400, 402)], bands);
+        assert_eq!(ok.confident(), (200, 200));
+        assert_eq!(ok.meets_bar(), Some(true));
+        let t = bar_table(std::slice::from_ref(&ok));
+        assert!(
+            t.contains(
+                "| entropy | 4 | a | 1000 | 50.00 % | 49.50 % | 0.50 pt | 100.00 % of 200 | met |"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("| b | 1000 | 40.00 % | 40.20 % | -0.20 pt |"),
+            "{t}"
+        );
+        // One set over the drop fails the bar.
+        let over = check(vec![set("a", 500, 494), set("b", 400, 400)], bands);
+        assert_eq!(over.meets_bar(), Some(false));
+        assert!(bar_table(&[over]).contains("**not met**"));
+        // A confident flip in 200 is 99.5 %: still met; two are not.
+        let mut flips = bands;
+        count_margin(&mut flips, &[2.0, 0.0], false);
+        assert_eq!(check(vec![set("a", 1, 1)], flips).meets_bar(), Some(true));
+        count_margin(&mut flips, &[2.0, 0.0], false);
+        assert_eq!(check(vec![set("a", 1, 1)], flips).meets_bar(), Some(false));
+        // No labels: not judged, and the table says why.
+        let unlabelled = check(Vec::new(), bands);
+        assert_eq!(unlabelled.meets_bar(), None);
+        assert!(bar_table(&[unlabelled]).contains("not judged (no labelled photos)"));
+        assert_eq!(bar_table(&[]), "");
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub struct Choice {
     pub median_ms: BTreeMap<String, f64>,
     #[serde(default)]
     pub unavailable: BTreeMap<String, String>,
+    /// Time to load (and, for OpenVINO, compile) the image encoder per engine, in ms: what a
+    /// one-photo command pays before its first answer.
+    #[serde(default)]
+    pub load_ms: BTreeMap<String, f64>,
     /// When it was measured (an HTTP date, UTC).
     pub measured: String,
     /// The configuration the measurement was made under (see [`cache_key`]).
@@ -47,13 +51,15 @@ impl Choice {
             .median_ms
             .iter()
             .filter(|(k, _)| **k != self.backend)
-            .map(|(k, v)| format!("{k} {v:.2} ms"))
+            .map(|(k, v)| format!("{k} {v:.2} ms{}", self.load_of(k)))
             .collect();
         others.extend(self.unavailable.keys().map(|k| format!("{k} unavailable")));
         let mine = self
             .median_ms
             .get(&self.backend)
-            .map_or(String::new(), |v| format!(" {v:.2} ms"));
+            .map_or(String::new(), |v| {
+                format!(" {v:.2} ms{}", self.load_of(&self.backend))
+            });
         let rest = if others.is_empty() {
             String::new()
         } else {
@@ -70,6 +76,12 @@ impl Choice {
                 "cached for next time".to_string()
             }
         )
+    }
+
+    fn load_of(&self, backend: &str) -> String {
+        self.load_ms
+            .get(backend)
+            .map_or(String::new(), |l| format!(" (load {l:.0} ms)"))
     }
 
     fn key_summary(&self) -> String {
@@ -166,16 +178,18 @@ fn store(home: &Home, choice: &Choice) -> std::io::Result<()> {
 /// median wins, ties go to the earlier candidate; `None` when none could be measured.
 pub fn decide(
     key: String,
-    measured: Vec<(BackendKind, Result<Duration, String>)>,
+    measured: Vec<(BackendKind, Result<Timing, String>)>,
     date: String,
 ) -> Option<Choice> {
     let mut median_ms = BTreeMap::new();
+    let mut load_ms = BTreeMap::new();
     let mut unavailable = BTreeMap::new();
     let mut best: Option<(BackendKind, Duration)> = None;
     for (kind, m) in measured {
         match m {
-            Ok(d) => {
+            Ok(Timing { load, median: d }) => {
                 median_ms.insert(kind.to_string(), d.as_secs_f64() * 1e3);
+                load_ms.insert(kind.to_string(), load.as_secs_f64() * 1e3);
                 if best.is_none_or(|(_, b)| d < b) {
                     best = Some((kind, d));
                 }
@@ -189,18 +203,28 @@ pub fn decide(
         backend: kind.to_string(),
         median_ms,
         unavailable,
+        load_ms,
         measured: date,
         key,
     })
 }
 
-/// Median time of the pack's image encoder on `backend` (see [`RUNS`]).
+/// One engine's measurement: the image encoder's load time and median run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    pub load: Duration,
+    pub median: Duration,
+}
+
+/// Load time and median run of the pack's image encoder on `backend` (see [`RUNS`]).
 pub fn time_image_encoder(
     pack: &Pack,
     backend: &dyn Backend,
     opts: &LoadOptions,
-) -> Result<Duration, String> {
+) -> Result<Timing, String> {
+    let t = Instant::now();
     let mut enc = ImageEncoder::load(pack, backend, opts, &[]).map_err(|e| e.to_string())?;
+    let load = t.elapsed();
     enc.input_mut().fill(0.0);
     let mut times = Vec::with_capacity(RUNS);
     for i in 0..WARMUP + RUNS {
@@ -211,7 +235,10 @@ pub fn time_image_encoder(
         }
     }
     times.sort();
-    Ok(times[times.len() / 2])
+    Ok(Timing {
+        load,
+        median: times[times.len() / 2],
+    })
 }
 
 /// Opens the engine `auto` picks for `pack` under `opts`: the cached choice when there is one
@@ -277,8 +304,11 @@ fn now() -> String {
 mod tests {
     use super::*;
 
-    fn ms(v: u64) -> Result<Duration, String> {
-        Ok(Duration::from_millis(v))
+    fn ms(v: u64) -> Result<Timing, String> {
+        Ok(Timing {
+            load: Duration::from_millis(100 * v),
+            median: Duration::from_millis(v),
+        })
     }
 
     #[test]
