@@ -48,7 +48,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0.2)]
     holdout: f64,
     /// Minimum queries per configuration and column (single-stream default 1024, multi-stream
-    /// 270).
+    /// 459).
     #[arg(long)]
     min_queries: Option<usize>,
     /// Minimum offline passes over the photos per configuration and column (default 3).

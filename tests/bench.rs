@@ -153,27 +153,30 @@ fn bench_matrix_reports_every_configuration_column_and_stage() {
     assert!(num(&pipe["samples_per_s"]) > 0.0);
     assert!(num(&pipe["ratio_to_naive"]) > 0.0);
 
-    // The goals are computed from the same run, for the onnxruntime configurations.
+    // The goals are computed from the same run, for the onnxruntime configurations. The
+    // generated photos show no dish, so no query ran the head's encoder: the goals against the
+    // bare session have nothing to compare and are left out rather than read as 0.
     let goals = report["goals"].as_array().unwrap();
     for goal in [
         "per-frame path p90 (less decoding and the no-dish check's run) / bare encoder session p90",
         "our encoder call p50 / bare session p50",
-        "offline throughput: pipeline / naive loop",
     ] {
-        let g = goals
-            .iter()
-            .find(|g| g["goal"] == goal && g["config"] == "onnxruntime/int8/1t")
-            .unwrap_or_else(|| panic!("no goal {goal}: {goals:?}"));
-        assert!(num(&g["measured"]) > 0.0);
-        assert_eq!(
-            g["met"].as_bool().unwrap(),
-            if g["at_most"] == true {
-                num(&g["measured"]) <= num(&g["target"])
-            } else {
-                num(&g["measured"]) >= num(&g["target"])
-            }
+        assert!(
+            !goals.iter().any(|g| g["goal"] == goal),
+            "{goal}: {goals:?}"
         );
     }
+    let goal = "offline throughput: pipeline / naive loop";
+    let g = goals
+        .iter()
+        .find(|g| g["goal"] == goal && g["config"] == "onnxruntime/int8/1t")
+        .unwrap_or_else(|| panic!("no goal {goal}: {goals:?}"));
+    assert!(num(&g["measured"]) > 0.0);
+    assert_eq!(g["at_most"], false);
+    assert_eq!(
+        g["met"].as_bool().unwrap(),
+        num(&g["measured"]) >= num(&g["target"])
+    );
 
     // The files: the same JSON, the Markdown summary, and SVG plots naming the configurations.
     let on_disk: Value =

@@ -371,13 +371,19 @@ impl Engine {
         let output = t_output.elapsed();
         self.last_device = self.dish.device_timings();
         // Two image-encoder runs per photo with a dish: the no-dish check's on the photo as it
-        // comes, then the head's on the prepared photo (`image_encoder`).
+        // comes, then the head's on the prepared photo (`image_encoder`; exactly zero when the
+        // check found no dish and the head's run did not happen, so that reports can tell).
+        let encode = if best.is_some() {
+            stages.encode
+        } else {
+            Duration::ZERO
+        };
         let row: &[Duration] = match text_encode {
             Some(t) => &[
                 decoded,
                 stages.preprocess,
                 stages.check,
-                stages.encode,
+                encode,
                 t,
                 stages.head,
                 recipes,
@@ -387,7 +393,7 @@ impl Engine {
                 decoded,
                 stages.preprocess,
                 stages.check,
-                stages.encode,
+                encode,
                 stages.head,
                 recipes,
                 output,

@@ -168,9 +168,11 @@ fn device_split(cell: &Cell) -> Value {
 }
 
 /// The per-frame path of a pipeline query: everything after decoding (the frame is in memory).
-/// Per query, the per-frame path around one encoder run: the total less decoding and less the
-/// no-dish check's own encoder run (a second run by design, reported as its own stage).
+/// Per query whose photo ran the head's encoder, the per-frame path around that run: the total
+/// less decoding and less the no-dish check's own encoder run (a second run by design, reported
+/// as its own stage).
 fn per_frame(cell: &Cell) -> Vec<Duration> {
+    let ran = stage_unsorted(cell, "image_encoder");
     let excluded: Vec<&Vec<Duration>> = cell
         .column
         .stages()
@@ -183,10 +185,20 @@ fn per_frame(cell: &Cell) -> Vec<Duration> {
         .totals
         .iter()
         .enumerate()
+        .filter(|(i, _)| ran.get(*i).is_none_or(|d| !d.is_zero()))
         .map(|(i, t)| excluded.iter().fold(*t, |t, s| t.saturating_sub(s[i])))
         .collect();
     v.sort_unstable();
     v
+}
+
+/// The samples of the stage `name` of `cell`, in query order (empty if it has no such stage).
+fn stage_unsorted<'c>(cell: &'c Cell, name: &str) -> &'c [Duration] {
+    cell.column
+        .stages()
+        .iter()
+        .position(|n| *n == name)
+        .map_or(&[][..], |i| cell.stages[i].as_slice())
 }
 
 /// The sorted samples of the stage `name` of `cell`.
@@ -335,7 +347,11 @@ impl Report<'_> {
             let id = c.id();
             if let Some(cells) = self.latency_cells(Scenario::SingleStream) {
                 let find = |col| cells.iter().find(|x| x.engine == i && x.column == col);
-                if let (Some(p), Some(b)) = (find(Column::Pipeline), find(Column::Bare)) {
+                // Only queries whose photo passed the no-dish check ran the head's encoder run,
+                // the one the bare session is compared with; without any there is no goal.
+                let headed = find(Column::Pipeline)
+                    .filter(|p| !stage(p, "image_encoder").iter().all(|d| d.is_zero()));
+                if let (Some(p), Some(b)) = (headed, find(Column::Bare)) {
                     let mut bare = b.totals.clone();
                     bare.sort_unstable();
                     let (frame90, bare90) = (
@@ -351,7 +367,10 @@ impl Report<'_> {
                         at_most: true,
                         detail: format!("{frame90:.2} ms / {bare90:.2} ms"),
                     });
-                    let enc = stage(p, "image_encoder");
+                    let enc: Vec<Duration> = stage(p, "image_encoder")
+                        .into_iter()
+                        .filter(|d| !d.is_zero())
+                        .collect();
                     let (enc50, bare50) = (
                         percentile(&enc, 0.5).map_or(0.0, ms),
                         percentile(&bare, 0.5).map_or(0.0, ms),

@@ -325,7 +325,9 @@ mod tests {
         assert_eq!(c.backend, "openvino");
         let note = c.note(false);
         assert!(
-            note.contains("openvino 11.00 ms vs onnxruntime 14.00 ms"),
+            note.contains(
+                "openvino 11.00 ms (load 1100 ms) vs onnxruntime 14.00 ms (load 1400 ms)"
+            ),
             "{note}"
         );
         assert!(note.contains("precision=int8, threads=1"), "{note}");
