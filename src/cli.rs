@@ -11,7 +11,7 @@ use dishcam_capture::decode::{DecodeOptions, DEFAULT_MAX_PIXELS};
 use dishcam_models::{Home, Pack, Precision};
 use dishcam_recipes::Hit;
 use dishcam_runtime::autoselect;
-use dishcam_runtime::backend::{self, Backend, BackendChoice, SessionOptions};
+use dishcam_runtime::backend::{Backend, BackendChoice, SessionOptions};
 use dishcam_runtime::classify::Scored;
 use dishcam_runtime::embedder::{default_cache_dir, Embedder, Progress};
 use dishcam_runtime::{DishClassifier, DishOptions, LoadOptions, NoDish};
@@ -62,15 +62,13 @@ impl EngineArgs {
     /// [`autoselect`]) and says on stderr, in one line, what it chose and why.
     pub fn backend(&self) -> anyhow::Result<Arc<dyn Backend>> {
         let choice: BackendChoice = self.backend.parse()?;
-        let (backend, notice) = match (choice, self.open_pack()) {
-            (BackendChoice::Auto, Ok(pack)) => {
-                let home = Home::from_env().ok();
-                let (b, note) = autoselect::open_auto(&pack, home.as_ref(), &self.load_options()?)?;
-                (b, Some(note))
-            }
-            // Without a pack to time, `auto` takes onnxruntime, else tract.
-            (choice, _) => backend::open(choice)?,
-        };
+        let home = Home::from_env().ok();
+        let (backend, notice) = autoselect::open_choice(
+            choice,
+            self.open_pack(),
+            home.as_ref(),
+            &self.load_options()?,
+        )?;
         if let Some(notice) = notice {
             eprintln!("note: {notice}");
         }

@@ -191,7 +191,9 @@ pub fn run(cmd: &ModelsCommand, quiet: bool) -> anyhow::Result<ExitCode> {
                 print_json(&v);
             } else {
                 print_info(&pack);
-                print_auto_backend(&home, &pack);
+                for line in autoselect::describe_cached(&home, &pack) {
+                    println!("{line}");
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -376,17 +378,6 @@ fn print_info(pack: &Pack) {
     println!("files:");
     for (field, f) in m.files() {
         println!("  {:<44} {:>9}  {}", f.file, megabytes(f.bytes), field);
-    }
-}
-
-/// What `--backend auto` chose for this pack on this machine, per precision and thread count.
-fn print_auto_backend(home: &Home, pack: &Pack) {
-    let choices = autoselect::cached_for_pack(home, pack);
-    if choices.is_empty() {
-        println!("backend auto: not measured yet (the first command run with --backend auto measures it)");
-    }
-    for c in choices {
-        println!("{}", c.note(true));
     }
 }
 

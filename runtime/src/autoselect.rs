@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use dishcam_models::pack::{write_atomic, Home, Pack};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{self, Backend, BackendError, BackendKind};
+use crate::backend::{self, Backend, BackendChoice, BackendError, BackendKind};
 use crate::encoder::{ImageEncoder, LoadOptions};
 
 /// The engines `auto` measures, in the order it prefers on a tie.
@@ -295,6 +295,35 @@ pub fn open_auto(
     Ok((b, note))
 }
 
+/// Opens what the user chose: `auto` with a pack measures (or recalls) the faster engine for it
+/// and always returns a note; `auto` without one (`pack` is `Err`: nothing to time) takes
+/// onnxruntime, else tract, with a note only when it fell back; a named backend opens as is.
+pub fn open_choice<E>(
+    choice: BackendChoice,
+    pack: Result<Pack, E>,
+    home: Option<&Home>,
+    opts: &LoadOptions,
+) -> Result<(Box<dyn Backend>, Option<String>), BackendError> {
+    match (choice, pack) {
+        (BackendChoice::Auto, Ok(pack)) => {
+            open_auto(&pack, home, opts).map(|(b, note)| (b, Some(note)))
+        }
+        (choice, _) => backend::open(choice),
+    }
+}
+
+/// `models info`'s lines on `auto`: one per cached choice for this pack, or why there is none.
+pub fn describe_cached(home: &Home, pack: &Pack) -> Vec<String> {
+    let choices = cached_for_pack(home, pack);
+    if choices.is_empty() {
+        return vec![
+            "backend auto: not measured yet (the first command run with --backend auto measures it)"
+                .into(),
+        ];
+    }
+    choices.iter().map(|c| c.note(true)).collect()
+}
+
 /// Now, as an HTTP date (UTC), e.g. "Mon, 07 Dec 2026 14:40:00 GMT".
 fn now() -> String {
     httpdate::fmt_http_date(std::time::SystemTime::now())
@@ -384,5 +413,28 @@ mod tests {
         assert_eq!(cached(&home, "a").unwrap().backend, "openvino");
         assert_eq!(cached(&home, "b").unwrap().backend, "onnxruntime");
         assert!(cached(&home, "c").is_none());
+    }
+
+    #[test]
+    fn auto_without_a_pack_opens_as_before_and_a_named_backend_opens_as_is() {
+        let opts = LoadOptions::default();
+        // tract is always built: a named backend opens with no note.
+        let (b, note) = open_choice(
+            BackendChoice::Only(BackendKind::Tract),
+            Err::<Pack, ()>(()),
+            None,
+            &opts,
+        )
+        .unwrap();
+        assert_eq!((b.kind(), note), (BackendKind::Tract, None));
+        // No pack to time: onnxruntime when its library loads, else tract with the reason.
+        let (b, note) = open_choice(BackendChoice::Auto, Err::<Pack, ()>(()), None, &opts).unwrap();
+        match b.kind() {
+            BackendKind::Onnxruntime => assert_eq!(note, None),
+            kind => {
+                assert_eq!(kind, BackendKind::Tract);
+                assert!(note.unwrap().contains("using tract"));
+            }
+        }
     }
 }
